@@ -1,0 +1,1 @@
+"""The litbench CLI and the machinery that turns YAML specs into tracked runs."""

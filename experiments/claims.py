@@ -1,0 +1,156 @@
+"""Exactly-once grid cells across processes and machines that share one MLflow store.
+
+A cell (a spec hash) is done when it has a FINISHED run. Before running a cell, a worker claims its
+next attempt by creating an MLflow experiment named ``litbench-claim/<experiment id>/<hash>/<attempt>``
+and deleting it at once: experiment names are unique in every MLflow store (SQLite, PostgreSQL behind
+``mlflow server``) and stay reserved after deletion, so exactly one worker anywhere wins each attempt,
+and the claims never show in the UI. A RUNNING run whose worker is gone (its process is dead on this
+host, or its heartbeat is older than ``ORPHAN_AFTER_S``) is orphaned: it is marked KILLED and the cell
+is claimed again under the next attempt number.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from experiments import tracking
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+HEARTBEAT_EVERY_S = 30.0
+ORPHAN_AFTER_S = 180.0  # six missed heartbeats
+CLAIM_GRACE_S = 120.0  # a claim with no run after this long was abandoned by a dead worker
+
+TAG_HOST = "litbench.host"
+TAG_PID = "litbench.pid"
+TAG_HEARTBEAT = "litbench.heartbeat"  # unix seconds of the worker's last sign of life
+TAG_ATTEMPT = "litbench.attempt"
+
+
+@dataclass(frozen=True)
+class CellState:
+    status: str  # done, running, failed, missing
+    runs: tuple[Run, ...]
+    finished_run_id: str | None = None
+    failure: str | None = None
+
+
+def worker_tags(attempt: int | None = None) -> dict[str, str]:
+    tags = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()), TAG_HEARTBEAT: f"{time.time():.0f}"}
+    if attempt is not None:
+        tags[TAG_ATTEMPT] = str(attempt)
+    return tags
+
+
+def is_orphaned(run: Run, now: float | None = None) -> bool:
+    if run.info.status != "RUNNING":
+        return False
+    tags = run.data.tags
+    if tags.get(TAG_HOST) == socket.gethostname() and tags.get(TAG_PID, "").isdigit():
+        return not _process_alive(int(tags[TAG_PID]))
+    last_sign = float(tags.get(TAG_HEARTBEAT) or run.info.start_time / 1000)
+    return (now or time.time()) - last_sign > ORPHAN_AFTER_S
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is gone for our purposes
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def cell_state(runs: Iterable[Run]) -> CellState:
+    """done if any run FINISHED, running if one is alive, failed if the latest failed, else missing."""
+    runs = tuple(sorted(runs, key=lambda r: r.info.start_time or 0))
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    if finished:
+        return CellState("done", runs, finished_run_id=finished[0].info.run_id)
+    if any(r.info.status == "RUNNING" and not is_orphaned(r) for r in runs):
+        return CellState("running", runs)
+    if runs and runs[-1].info.status == "FAILED":
+        return CellState("failed", runs, failure=runs[-1].data.tags.get(tracking.TAG_FAILURE))
+    return CellState("missing", runs)
+
+
+def cell_states(client: MlflowClient, experiment_id: str, hashes: Iterable[str]) -> dict[str, CellState]:
+    found = tracking.runs_with_hashes(client, experiment_id, hashes)
+    return {spec_hash: cell_state(runs) for spec_hash, runs in found.items()}
+
+
+def retire_orphans(client: MlflowClient, runs: Iterable[Run]) -> int:
+    """Mark the orphaned RUNNING runs KILLED, with the reason, so the UI stops showing them as live."""
+    count = 0
+    for run in runs:
+        if is_orphaned(run):
+            client.set_tag(run.info.run_id, tracking.TAG_FAILURE, "orphaned: its worker process is gone")
+            client.set_terminated(run.info.run_id, "KILLED")
+            count += 1
+    return count
+
+
+def claim(client: MlflowClient, experiment_id: str, spec_hash: str, runs: Iterable[Run]) -> int | None:
+    """The attempt number this process now owns for the cell, or None if another worker has it."""
+    from mlflow.exceptions import MlflowException
+
+    runs = list(runs)
+    attempts_with_runs = {r.data.tags.get(TAG_ATTEMPT) for r in runs}
+    attempt = len(runs)
+    while True:
+        name = f"litbench-claim/{experiment_id}/{spec_hash}/{attempt}"
+        try:
+            claim_id = client.create_experiment(name)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            if str(attempt) in attempts_with_runs or not _abandoned(client, name):
+                return None
+            attempt += 1  # a worker claimed this attempt and died before starting its run
+            continue
+        client.delete_experiment(claim_id)  # keeps the name reserved, hides it from the UI
+        return attempt
+
+
+def _abandoned(client: MlflowClient, claim_name: str) -> bool:
+    claimed = client.get_experiment_by_name(claim_name)
+    if claimed is None or claimed.creation_time is None:
+        return False
+    return time.time() - claimed.creation_time / 1000 > CLAIM_GRACE_S
+
+
+class Heartbeat:
+    """Refreshes the run's heartbeat tag from a daemon thread while the run trains."""
+
+    def __init__(self, client: MlflowClient, run_id: str, every_s: float = HEARTBEAT_EVERY_S) -> None:
+        self._client, self._run_id, self._every_s = client, run_id, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="litbench-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._every_s):
+            try:
+                self._client.set_tag(self._run_id, TAG_HEARTBEAT, f"{time.time():.0f}")
+            except Exception:  # a store hiccup must not kill training; the next beat retries
+                continue

@@ -1,0 +1,362 @@
+"""The ``litbench`` command line; heavy libraries are imported inside the commands, so --help is instant."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlruns/mlflow.db)"
+DATA_HELP = "directory holding the data sets (default: $LITBENCH_DATA_DIR, else ./data)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="litbench",
+        description="Benchmark PyTorch Lightning models: YAML specs and grids in, MLflow-tracked runs out.",
+        epilog="Run `litbench COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="train, test and track one run from a spec file",
+        description="Train, test and track one run. The spec is validated before anything trains.",
+    )
+    run.add_argument("spec", help="a RunSpec YAML file (see README, 'YAML reference')")
+    _add_run_inputs(run, "override a spec field, e.g. --set optimizer.lr=0.01 --set model.name=cnn")
+    run.add_argument("--experiment", help="MLflow experiment (default: the spec file's name)")
+    run.add_argument("--name", help="run name (default: model-optimizer-lr-seed)")
+    run.set_defaults(handler=_cmd_run)
+
+    grid = commands.add_parser(
+        "grid",
+        help="run every cell of a grid file that has no FINISHED run yet",
+        description=(
+            "Expand a grid (base spec x axes x seeds) and run, in worker processes, each cell that has no "
+            "FINISHED run in the grid's MLflow experiment: missing cells and cells whose worker died "
+            "(orphaned runs); failed cells with --retry-failed; everything with --force. Several grid "
+            "commands, on one machine or several sharing a tracking server, can work one grid at once: "
+            "each cell runs exactly once. A failed cell is recorded and the grid goes on; exit status 0 "
+            "when every cell finished, 1 otherwise. Ends with a table of every cell and a summary."
+        ),
+    )
+    grid.add_argument("grid", help="a grid YAML file, e.g. experiments/grids/quickstart.yaml")
+    _add_run_inputs(grid, "override a field of the grid's base spec for every cell")
+    grid.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (runs, hashes, done/missing/failed/running) only",
+    )
+    grid.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="runs at once on CPU; each gets cores/N threads (default: 1)",
+    )
+    grid.add_argument(
+        "--runs-per-gpu",
+        type=_positive_int,
+        default=1,
+        help="runs packed on each GPU where GPUs exist (default: 1)",
+    )
+    grid.add_argument("--retry-failed", action="store_true", help="run cells whose last run FAILED again")
+    grid.add_argument("--force", action="store_true", help="run every cell again, FINISHED ones included")
+    grid.set_defaults(handler=_cmd_grid)
+
+    ls = commands.add_parser(
+        "ls",
+        help="list experiments, the runs of one experiment, or the registered names",
+        description="Without arguments: the experiments in the store. With EXPERIMENT: its runs.",
+    )
+    ls.add_argument("experiment", nargs="?", help="an experiment (grid) name")
+    ls.add_argument(
+        "--names", action="store_true", help="list registered datamodules, models, optimizers, schedules"
+    )
+    ls.add_argument("--tracking-uri", help=TRACKING_HELP)
+    ls.set_defaults(handler=_cmd_ls)
+    return parser
+
+
+def _add_run_inputs(command: argparse.ArgumentParser, set_help: str) -> None:
+    """The options every command that trains takes: overrides, data directory, store."""
+    command.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"{set_help} (repeatable)",
+    )
+    command.add_argument("--data-dir", help=DATA_HELP)
+    command.add_argument("--tracking-uri", help=TRACKING_HELP)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        _error("interrupted; finished runs are kept, re-run the same command to continue")
+        return 130
+    except Exception as err:
+        if not _is_input_error(err):
+            raise
+        _error(str(err))
+        return EXIT_BAD_INPUT
+
+
+def _is_input_error(err: Exception) -> bool:
+    """Errors the user can fix by changing a file, a flag or the data: reported as one paragraph."""
+    from experiments.registry import UnknownNameError
+    from experiments.scheduler import PreflightError
+    from experiments.specs import SpecError
+
+    known: tuple[type[Exception], ...] = (SpecError, UnknownNameError, FileNotFoundError, PreflightError)
+    if "datamodules" in sys.modules:
+        from datamodules import DataError
+
+        known += (DataError,)
+    return isinstance(err, known)
+
+
+def _error(message: str) -> None:
+    print(f"litbench: error: {message}", file=sys.stderr)
+
+
+def _console():
+    from rich.console import Console
+
+    # wide when piped (CI logs, files), so tables keep whole run ids and reasons
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from experiments.specs import load_run_spec
+
+    spec = load_run_spec(args.spec, args.overrides)  # validate before the heavy imports
+    from experiments import tracking
+    from experiments.environment import launched_rank, resolve_data_dir
+    from experiments.runner import RunFailedError, execute
+
+    if launched_rank() > 0:  # a DDP rank that Lightning started by running this command again
+        execute(spec, experiment="", tracking_uri="", data_dir=resolve_data_dir(args.data_dir))
+        return EXIT_OK
+    console = _console()
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    experiment = args.experiment or Path(args.spec).stem
+    console.print(f"[bold]litbench run[/] {args.spec}  spec {spec.spec_hash}  experiment {experiment!r}")
+    try:
+        result = execute(
+            spec,
+            experiment=experiment,
+            tracking_uri=uri,
+            data_dir=resolve_data_dir(args.data_dir),
+            run_name=args.name,
+        )
+    except RunFailedError as err:
+        _error(f"{err}. The run is tracked as FAILED in experiment {experiment!r} with this reason.")
+        return EXIT_RUN_FAILED
+    _print_metrics(console, result.metrics)
+    console.print(f"[green]FINISHED[/] run {result.run_name} ({result.run_id}) in {uri}")
+    return EXIT_OK
+
+
+def _print_metrics(console, metrics: dict[str, float]) -> None:
+    from rich.table import Table
+
+    table = Table("metric", "value")
+    for key in sorted(metrics):
+        table.add_row(key, f"{metrics[key]:.4f}")
+    console.print(table)
+
+
+def _cmd_grid(args: argparse.Namespace) -> int:
+    if not args.dry_run:
+        from experiments.scheduler import start_fork_server
+
+        start_fork_server()  # its imports (seconds) overlap with ours
+    from experiments.grid import expand, load_grid
+
+    grid = load_grid(args.grid, args.overrides)
+    cells = expand(grid, where=args.grid)
+    from experiments import tracking
+    from experiments.environment import quiet_libraries, resolve_data_dir
+    from experiments.scheduler import Policy, Preflight, plan
+
+    quiet_libraries()
+    console = _console()
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    if args.dry_run:
+        states = plan(cells, grid.name, uri)
+        _print_plan(console, cells, states)
+        return EXIT_OK
+    data_dir = resolve_data_dir(args.data_dir)
+    # checks the data sets and finds the GPUs in a forked process while this one reads the store
+    preflight = Preflight(cells, data_dir)
+    policy = Policy(
+        workers=args.workers, runs_per_gpu=args.runs_per_gpu, retry_failed=args.retry_failed, force=args.force
+    )
+    console.print(f"[bold]litbench grid[/] {grid.name}: {len(cells)} runs, store {uri}")
+    final = _run_with_progress(console, cells, grid.name, uri, data_dir, policy, preflight)
+    _print_outcomes(console, cells, final)
+    _print_summary(
+        console, uri, grid.name, [o.run_id for o in final.values() if o.status in ("FINISHED", "SKIPPED")]
+    )
+    unfinished = [o for o in final.values() if o.status not in ("FINISHED", "SKIPPED")]
+    if unfinished:
+        failed = sum(o.status == "FAILED" for o in unfinished)
+        hint = "; --retry-failed runs failed cells again" if failed else ""
+        _error(f"{len(unfinished)} of {len(cells)} runs did not finish ({failed} failed){hint}")
+        return EXIT_RUN_FAILED
+    return EXIT_OK
+
+
+def _run_with_progress(console, cells, experiment: str, uri: str, data_dir, policy, preflight):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from experiments.scheduler import run_grid
+
+    counts = {"running": 0, "FINISHED": 0, "FAILED": 0}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    # the live line only on a terminal: piped into a CI log it would hold the per-run lines back
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("", total=len(cells))
+
+        def describe() -> str:
+            return f"done {counts['FINISHED']}  running {counts['running']}  failed {counts['FAILED']}"
+
+        def started(cell) -> None:
+            counts["running"] += 1
+            progress.update(task, description=describe())
+
+        def ended(outcome) -> None:
+            counts["running"] -= 1
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+            style = "green" if outcome.status == "FINISHED" else "red"
+            reason = f"  {outcome.failure}" if outcome.failure else ""
+            progress.console.print(
+                f"[{style}]{outcome.status:8}[/] {outcome.cell.run_name}  {outcome.wall_s:.0f} s{reason}"
+            )
+            progress.update(task, advance=1, description=describe())
+
+        return run_grid(
+            cells,
+            experiment=experiment,
+            tracking_uri=uri,
+            data_dir=data_dir,
+            policy=policy,
+            on_start=started,
+            on_outcome=ended,
+            preflight=preflight,
+        )
+
+
+def _print_plan(console, cells, states) -> None:
+    from rich.table import Table
+
+    table = Table("run", "hash", "status", "runs so far", title=f"{len(cells)} runs")
+    for cell in cells:
+        state = states[cell.spec.spec_hash]
+        table.add_row(cell.run_name, cell.spec.spec_hash, state.status, str(len(state.runs)))
+    console.print(table)
+
+
+def _print_outcomes(console, cells, final) -> None:
+    from rich.table import Table
+
+    table = Table("run", "status", "run id", "reason", title="every cell")
+    for cell in cells:
+        outcome = final[cell.spec.spec_hash]
+        status = "FINISHED (before)" if outcome.status == "SKIPPED" else outcome.status
+        table.add_row(cell.run_name, status, outcome.run_id or "", outcome.failure or "")
+    console.print(table)
+
+
+def _print_summary(console, uri: str, experiment: str, run_ids: list[str]) -> None:
+    from rich.table import Table
+
+    from experiments.summary import finished_runs_frame, summarize
+
+    table_df = summarize(finished_runs_frame(uri, experiment, [r for r in run_ids if r]))
+    if table_df.empty:
+        return
+    table = Table(*table_df.columns, title=f"{experiment}: mean over seeds, best first")
+    for row in table_df.itertuples(index=False):
+        table.add_row(*(_cell(v) for v in row))
+    console.print(table)
+
+
+def _cell(value) -> str:
+    """A table cell: floats to 4 places; a std over a single seed is undefined, shown as a dash."""
+    if isinstance(value, float):
+        return "-" if value != value else f"{value:.4f}"
+    return str(value)
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    console = _console()
+    if args.names:
+        from datamodules import DATAMODULES
+        from lightning_modules.architectures import MODELS
+        from lightning_modules.optim import OPTIMIZERS, SCHEDULES
+
+        for registry in (DATAMODULES, MODELS, OPTIMIZERS, SCHEDULES):
+            console.print(f"[bold]{registry.kind}s:[/] {', '.join(registry.names())}")
+        return EXIT_OK
+    from experiments import tracking
+
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    client = tracking.client_for(uri)
+    if not args.experiment:
+        table = Table("experiment", "runs", title=uri)
+        for exp in client.search_experiments():
+            table.add_row(exp.name, str(len(client.search_runs([exp.experiment_id], max_results=50000))))
+        console.print(table)
+        return EXIT_OK
+    experiment = client.get_experiment_by_name(args.experiment)
+    if experiment is None:
+        names = ", ".join(e.name for e in client.search_experiments()) or "none"
+        raise FileNotFoundError(f"no experiment {args.experiment!r} in {uri}; experiments there: {names}")
+    table = Table("run", "status", "hash", "run id", "failure", title=args.experiment)
+    for run in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"]):
+        tags = run.data.tags
+        table.add_row(
+            run.info.run_name,
+            run.info.status,
+            tags.get(tracking.TAG_SPEC_HASH, ""),
+            run.info.run_id,
+            tags.get(tracking.TAG_FAILURE, ""),
+        )
+    console.print(table)
+    return EXIT_OK
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("litbench")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

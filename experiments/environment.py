@@ -1,0 +1,32 @@
+"""Process-level settings every command needs, kept free of heavy imports."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path("data")
+
+
+def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
+    """``--data-dir``, else ``LITBENCH_DATA_DIR``, else ``./data``."""
+    return Path(flag or os.environ.get("LITBENCH_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def launched_rank() -> int:
+    """Non-zero in the processes a DDP launcher started for ranks other than 0."""
+    return max(int(os.environ.get(name, "0") or 0) for name in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
+def quiet_libraries() -> None:
+    """Lightning and MLflow announce a lot per run; a grid of dozens of runs needs only our lines."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is first imported
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # train/* epoch values are reduced over ranks by the module itself before they are logged
+    warnings.filterwarnings("ignore", message=r".*self.log\('train/.*sync_dist=True.*")
+    warnings.filterwarnings("ignore", message=r".*is an invalid version and will not be supported.*")
+    warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*")

@@ -1,0 +1,250 @@
+"""One RunSpec -> datamodule + network + LightningModule + Trainer -> fit, test -> one tracked MLflow run.
+
+Everything that can be checked without training (the data files, the model's options, the optimizer's
+options) is checked before the MLflow run is created, so a bad input leaves nothing half-written. Once
+the run exists, any exception ends it as FAILED with the reason in the ``litbench.failure`` tag.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from datamodules import create_datamodule
+from experiments import claims, tracking
+from experiments.buffered_logger import BufferedMLFlowLogger, FlushMetricsAtEpochEnd
+from experiments.clock import BenchmarkClock
+from experiments.environment import launched_rank, quiet_libraries
+from experiments.specs import RunSpec, SpecError, options_model
+from lightning_modules.architectures import count_parameters, create_model
+from lightning_modules.classification import ClassificationModule
+from lightning_modules.interpret import saliency_maps, save_saliency_figure
+from lightning_modules.optim import build_optimizer
+
+WORKDIR_ENV = "LITBENCH_RUN_WORKDIR"  # the checkpoint folder rank 0 shares with the other DDP ranks
+
+
+class RunFailedError(RuntimeError):
+    """A tracked run that ended FAILED; ``result`` holds its id and reason."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__(f"run {result.run_name} ({result.run_id}) failed: {result.failure}")
+        self.result = result
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_name: str
+    spec_hash: str
+    status: str  # FINISHED or FAILED
+    metrics: dict[str, float] = field(default_factory=dict)
+    failure: str | None = None
+
+
+@dataclass
+class Prepared:
+    """What a run needs that can be built and checked before anything is tracked."""
+
+    spec: RunSpec
+    datamodule: Any
+    network: torch.nn.Module
+    module: ClassificationModule
+
+
+def prepare(spec: RunSpec, data_dir: Path) -> Prepared:
+    """Seed, load and check the data, build the network and its task module. Raises before tracking."""
+    L.seed_everything(spec.seed, workers=True, verbose=False)
+    data_options = options_model("data", spec.data.name).model_validate(spec.data.options)
+    datamodule = create_datamodule(
+        spec.data.name,
+        data_dir=str(data_dir),
+        seed=spec.seed,
+        augment=spec.regularization.augment,
+        **dict(data_options),
+    )
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model_options = options_model("model", spec.model.name).model_validate(spec.model.options)
+    network = create_model(
+        spec.model.name,
+        input_shape=datamodule.input_shape,
+        num_classes=datamodule.num_classes,
+        dropout=spec.regularization.dropout,
+        **dict(model_options),
+    )
+    # Build the optimizer once on the real parameters: a bad option combination fails here, not mid-run.
+    try:
+        build_optimizer(spec.optimizer, network.named_parameters(), weight_decay=spec.regularization.l2)
+    except ValueError as err:
+        raise SpecError(f"optimizer {spec.optimizer.name!r}: {err}") from None
+    module = ClassificationModule(
+        network,
+        num_classes=datamodule.num_classes,
+        optimizer=spec.optimizer,
+        schedule=spec.schedule,
+        regularization=spec.regularization,
+        metric=datamodule.protocol.metric,
+    )
+    return Prepared(spec, datamodule, network, module)
+
+
+def build_trainer(spec: RunSpec, callbacks: list, logger: Any, root_dir: str) -> L.Trainer:
+    reg = spec.regularization
+    return L.Trainer(
+        max_epochs=spec.trainer.max_epochs,
+        accelerator=spec.trainer.accelerator,
+        devices=spec.trainer.devices,
+        strategy=spec.trainer.strategy,
+        precision=spec.trainer.precision,
+        limit_train_batches=spec.trainer.limit_train_batches,
+        limit_val_batches=spec.trainer.limit_val_batches,
+        limit_test_batches=spec.trainer.limit_test_batches,
+        deterministic=spec.trainer.deterministic,
+        gradient_clip_val=reg.grad_clip or None,
+        gradient_clip_algorithm="norm",
+        log_every_n_steps=spec.tracking.log_every_n_steps,
+        num_sanity_val_steps=0,
+        # Our loaders shard themselves across ranks; Lightning's sampler injection needs a DataLoader.
+        use_distributed_sampler=False,
+        enable_model_summary=False,
+        enable_progress_bar=sys.stderr.isatty(),
+        default_root_dir=root_dir,
+        logger=logger,
+        callbacks=callbacks,
+    )
+
+
+def execute(
+    spec: RunSpec,
+    *,
+    experiment: str,
+    tracking_uri: str,
+    data_dir: Path,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    attempt: int | None = None,
+) -> RunResult:
+    """Train, test and track one run. Returns a FINISHED result or raises RunFailedError.
+
+    Under DDP the launcher starts this same command again for every other rank; those processes
+    train with the same spec but track nothing, so a DDP run is one tracked run.
+    """
+    quiet_libraries()
+    if launched_rank() > 0:
+        return _execute_other_rank(spec, data_dir)
+    prepared = prepare(spec, data_dir)
+    run_name = run_name or spec.default_run_name()
+    protocol = prepared.datamodule.protocol
+    client = tracking.client_for(tracking_uri)
+    experiment_id = tracking.experiment_id_for(client, experiment, tracking_uri)
+    run_tags = {
+        tracking.TAG_SPEC_HASH: spec.spec_hash,
+        tracking.TAG_CONFIG: run_name,
+        tracking.TAG_TASK_METRIC: protocol.metric,
+        tracking.TAG_TASK_MODE: protocol.mode,
+        tracking.TAG_TASK_TARGET: str(protocol.target),
+        **tracking.environment_tags(),
+        **claims.worker_tags(attempt),
+        **(tags or {}),
+    }
+    run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
+    run_id = run.info.run_id
+    result = RunResult(run_id, run_name, spec.spec_hash, "RUNNING")
+    try:
+        params = spec.flat_params()
+        params["model.num_params"] = count_parameters(prepared.network)
+        params.update({f"data.size.{k}": v for k, v in prepared.datamodule.sizes().items()})
+        tracking.log_params(client, run_id, params)
+        logger = BufferedMLFlowLogger(experiment_name=experiment, tracking_uri=tracking_uri, run_id=run_id)
+        with claims.Heartbeat(client, run_id), tempfile.TemporaryDirectory(prefix="litbench-") as workdir:
+            os.environ[WORKDIR_ENV] = workdir  # DDP ranks started during fit inherit it
+            trainer, tested, clock = _fit_and_test(prepared, logger, workdir)
+            logger.log_metrics(clock.summary(), step=trainer.global_step)
+            logger.wait()
+            _log_artifacts(prepared, client, run_id, Path(workdir))
+        result.metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()} | clock.summary()
+        client.set_terminated(run_id, "FINISHED")
+        result.status = "FINISHED"
+        return result
+    except BaseException as err:
+        result.status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+        result.failure = _one_line(err)
+        client.set_tag(run_id, tracking.TAG_FAILURE, result.failure)
+        client.set_terminated(run_id, result.status)
+        if isinstance(err, KeyboardInterrupt | SystemExit):
+            raise
+        raise RunFailedError(result) from err
+    finally:
+        os.environ.pop(WORKDIR_ENV, None)
+
+
+def _execute_other_rank(spec: RunSpec, data_dir: Path) -> RunResult:
+    """A DDP rank other than 0: the same fit and test, no tracking; rank 0 owns the run."""
+    prepared = prepare(spec, data_dir)
+    workdir = os.environ.get(WORKDIR_ENV)
+    if not workdir:
+        raise RuntimeError(f"DDP rank {launched_rank()} started without {WORKDIR_ENV} from rank 0")
+    _fit_and_test(prepared, logger=False, workdir=workdir)
+    return RunResult("", spec.default_run_name(), spec.spec_hash, "FINISHED")
+
+
+def _fit_and_test(prepared: Prepared, logger: Any, workdir: str) -> tuple[L.Trainer, list, BenchmarkClock]:
+    """Fit, then test on the best validation checkpoint (kept in ``workdir``, shared by all ranks)."""
+    spec, datamodule = prepared.spec, prepared.datamodule
+    protocol = datamodule.protocol
+    monitor = f"val/{protocol.metric}"
+    clock = BenchmarkClock(monitor=monitor, mode=protocol.mode, target=protocol.target)
+    best = ModelCheckpoint(
+        dirpath=workdir,
+        filename="best",
+        monitor=monitor,
+        mode=protocol.mode,
+        save_top_k=1,
+        save_weights_only=True,
+        enable_version_counter=False,
+    )
+    callbacks = [clock, best, FlushMetricsAtEpochEnd()]
+    if spec.regularization.early_stopping:
+        patience = spec.regularization.early_stopping
+        callbacks.append(EarlyStopping(monitor=monitor, mode=protocol.mode, patience=patience))
+    trainer = build_trainer(spec, callbacks, logger, workdir)
+    trainer.fit(prepared.module, datamodule=datamodule)
+    ckpt_path = "best" if best.best_model_path else None
+    tested = trainer.test(prepared.module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    return trainer, tested, clock
+
+
+def _log_artifacts(prepared: Prepared, client, run_id: str, workdir: Path) -> None:
+    spec, network = prepared.spec, prepared.network
+    spec_file = workdir / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    client.log_artifact(run_id, str(spec_file))
+    network = network.cpu()
+    if spec.tracking.log_checkpoint:
+        # A plain state_dict of the network: loads with torch.load(weights_only=True), no Lightning needed.
+        weights = workdir / "weights.pt"
+        torch.save(network.state_dict(), weights)
+        client.log_artifact(run_id, str(weights), "model")
+    if spec.tracking.heatmaps:
+        images, labels = prepared.datamodule.sample_batch(spec.tracking.heatmaps)
+        images, labels = images.cpu(), labels.cpu()
+        with torch.no_grad():
+            predictions = network.eval()(images).argmax(dim=1)
+        maps = saliency_maps(network, images)
+        figure = save_saliency_figure(images, maps, labels, predictions, workdir / "saliency.png")
+        client.log_artifact(run_id, str(figure), "heatmaps")
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or "(no message)"
+    return f"{type(err).__name__}: {text}"[:5000]

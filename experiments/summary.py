@@ -1,0 +1,48 @@
+"""The grid's first comparison table: the task metric per configuration, mean ± std over seeds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from experiments import tracking
+
+
+def finished_runs_frame(tracking_uri: str, experiment: str, run_ids: Sequence[str]) -> pd.DataFrame:
+    """The FINISHED runs among ``run_ids`` as MLflow's own pandas frame (metrics.*, params.*, tags.*)."""
+    import mlflow
+
+    client = tracking.client_for(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None or not run_ids:
+        return pd.DataFrame()
+    mlflow.set_tracking_uri(tracking_uri)
+    runs = mlflow.search_runs(
+        [found.experiment_id], filter_string="attributes.status = 'FINISHED'", output_format="pandas"
+    )
+    return runs[runs["run_id"].isin(set(run_ids))] if not runs.empty else runs
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration: n seeds, test metric mean and std, fit time; best first."""
+    if runs.empty:
+        return pd.DataFrame()
+    metric = runs[f"tags.{tracking.TAG_TASK_METRIC}"].dropna().iloc[0]
+    mode = runs[f"tags.{tracking.TAG_TASK_MODE}"].dropna().iloc[0]
+    column = f"metrics.test/{metric}"
+    table = (
+        runs.groupby(f"tags.{tracking.TAG_CONFIG}")
+        .agg(
+            n=(column, "count"),
+            mean=(column, "mean"),
+            std=(column, "std"),
+            fit_time_s=("metrics.perf/fit_time_s", "mean"),
+        )
+        .rename_axis("config")
+        .reset_index()
+    )
+    table = table.sort_values(["mean", "config"], ascending=[mode == "min", True], kind="stable")
+    return table.rename(columns={"mean": f"test/{metric} mean", "std": f"test/{metric} std"}).reset_index(
+        drop=True
+    )

@@ -1,0 +1,83 @@
+"""Which input pixels a prediction depends on: vanilla gradient saliency and a figure of it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+
+def saliency_maps(network: nn.Module, images: Tensor, target: Tensor | None = None) -> Tensor:
+    """|d logit[target] / d input| (target: the predicted class when None), max over channels.
+
+    ``images`` is [B, C, H, W] (or [B, H, W]); the result is [B, H, W], non-negative, on the images'
+    device. The network is evaluated in eval mode and left in the mode it was in; the gradients are
+    taken with respect to the input only, so the parameters' ``.grad`` are untouched.
+    """
+    was_training = network.training
+    param = next(network.parameters(), None)
+    device = param.device if param is not None else images.device
+    network.eval()
+    try:
+        # callers may sit inside Lightning's inference_mode; clone to get a tensor autograd accepts
+        with torch.inference_mode(False), torch.enable_grad():
+            inputs = images.detach().clone().to(device).requires_grad_(True)
+            logits = network(inputs)
+            if target is None:
+                target = logits.argmax(dim=1)
+            chosen = logits.gather(1, target.detach().clone().to(device).long().view(-1, 1)).sum()
+            (grad,) = torch.autograd.grad(chosen, inputs)
+    finally:
+        network.train(was_training)
+    saliency = grad.abs()
+    if saliency.ndim == 4:
+        saliency = saliency.amax(dim=1)
+    return saliency.detach().to(images.device)
+
+
+def _displayable(image: Tensor) -> tuple[Tensor, str | None]:
+    """An image as [H, W] (grey) or [H, W, 3] in [0, 1]: inputs arrive normalized, so rescale."""
+    image = image.detach().float().cpu()
+    if image.ndim == 3 and image.shape[0] == 3:
+        image = image.permute(1, 2, 0)
+    elif image.ndim == 3:
+        image = image.mean(dim=0)
+    low, high = image.min(), image.max()
+    image = (image - low) / (high - low) if high > low else torch.zeros_like(image)
+    return image, ("gray" if image.ndim == 2 else None)
+
+
+def save_saliency_figure(
+    images: Tensor,
+    saliency: Tensor,
+    labels: Sequence[int] | Tensor,
+    predictions: Sequence[int] | Tensor,
+    path: str | Path,
+) -> Path:
+    """A PNG with the inputs on the top row and their saliency heatmaps below, titled "y=3 ŷ=3"."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: runs write figures on machines without a display
+    import matplotlib.pyplot as plt
+
+    count = len(images)
+    if count == 0:
+        raise ValueError("save_saliency_figure needs at least one image")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(2, count, figsize=(1.6 * count, 3.4), squeeze=False)
+    try:
+        for i in range(count):
+            image, cmap = _displayable(images[i])
+            axes[0, i].imshow(image.numpy(), cmap=cmap)
+            axes[0, i].set_title(f"y={int(labels[i])} ŷ={int(predictions[i])}", fontsize=9)
+            axes[1, i].imshow(saliency[i].detach().float().cpu().numpy(), cmap="hot")
+            for ax in axes[:, i]:
+                ax.set_axis_off()
+        fig.tight_layout()
+        fig.savefig(path, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return path

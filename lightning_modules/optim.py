@@ -1,0 +1,187 @@
+"""Optimizers and learning-rate schedules by name, built from the run spec.
+
+Optimizer builders are ``(params, lr, weight_decay, <options>)`` and schedule builders
+``(optimizer, steps_per_epoch, total_steps, <options>)``: the leading arguments are injected, the
+options are typed with defaults and become the schema of the spec's ``optimizer`` and ``schedule``
+sections. Every schedule is stepped once per optimizer step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import (
+    ConstantLR,
+    LambdaLR,
+    LinearLR,
+    LRScheduler,
+    OneCycleLR,
+    SequentialLR,
+    StepLR,
+)
+
+from experiments.registry import Registry
+from lightning_modules.regularization import decay_param_groups
+
+if TYPE_CHECKING:
+    from experiments.specs import OptimizerSpec, ScheduleSpec
+
+Params = Iterable[Tensor] | Iterable[dict[str, Any]]
+
+OPTIMIZERS: Registry[Callable[..., Optimizer]] = Registry("optimizer")
+SCHEDULES: Registry[Callable[..., LRScheduler | None]] = Registry("schedule")
+
+WARMUP_START_FACTOR = 1e-3  # the warm-up's first step runs at this fraction of the lr
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(
+    params: Params, lr: float, weight_decay: float, momentum: float = 0.0, nesterov: bool = False
+) -> Optimizer:
+    if nesterov and momentum <= 0:
+        raise ValueError(
+            "optimizer sgd: nesterov=True needs momentum; set optimizer.momentum > 0 (e.g. 0.9) "
+            "or optimizer.nesterov: false"
+        )
+    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
+
+
+@OPTIMIZERS.register("adam")
+def adam(
+    params: Params,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> Optimizer:
+    """Adam with L2 decay added to the gradient (coupled), as in the original paper."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(
+    params: Params,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> Optimizer:
+    """Adam with decoupled weight decay (Loshchilov & Hutter)."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps)
+
+
+@OPTIMIZERS.register("rmsprop")
+def rmsprop(
+    params: Params,
+    lr: float,
+    weight_decay: float,
+    alpha: float = 0.99,
+    momentum: float = 0.0,
+    eps: float = 1e-8,
+    centered: bool = False,
+) -> Optimizer:
+    return torch.optim.RMSprop(
+        params, lr=lr, weight_decay=weight_decay, alpha=alpha, momentum=momentum, eps=eps, centered=centered
+    )
+
+
+@SCHEDULES.register("none")
+def none(optimizer: Optimizer, steps_per_epoch: int, total_steps: int) -> LRScheduler | None:
+    """A constant learning rate."""
+    return None
+
+
+@SCHEDULES.register("step")
+def step(
+    optimizer: Optimizer,
+    steps_per_epoch: int,
+    total_steps: int,
+    step_epochs: float = 10.0,  # multiply the lr by gamma every this many epochs
+    gamma: float = 0.1,
+) -> LRScheduler | None:
+    return StepLR(optimizer, step_size=max(1, round(step_epochs * steps_per_epoch)), gamma=gamma)
+
+
+class _CosineFactor:
+    """A picklable lr multiplier (so the scheduler's state_dict keeps it) from 1 down to min_ratio."""
+
+    def __init__(self, total_steps: int, min_ratio: float) -> None:
+        self.total_steps = max(1, total_steps)
+        self.min_ratio = min_ratio
+
+    def __call__(self, step: int) -> float:
+        progress = min(step, self.total_steps) / self.total_steps
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@SCHEDULES.register("cosine")
+def cosine(
+    optimizer: Optimizer,
+    steps_per_epoch: int,
+    total_steps: int,
+    min_lr_ratio: float = 0.0,  # final lr as a fraction of the initial one
+) -> LRScheduler | None:
+    # relative to each group's own lr, which CosineAnnealingLR's absolute eta_min cannot express
+    return LambdaLR(optimizer, _CosineFactor(total_steps, min_lr_ratio))
+
+
+@SCHEDULES.register("onecycle")
+def onecycle(
+    optimizer: Optimizer,
+    steps_per_epoch: int,
+    total_steps: int,
+    pct_start: float = 0.3,  # fraction of the steps spent rising to the peak
+    div_factor: float = 25.0,  # start at peak / div_factor
+    final_div_factor: float = 1e4,  # end at start / final_div_factor
+) -> LRScheduler | None:
+    """Smith's one-cycle policy peaking at the optimizer's lr."""
+    return OneCycleLR(
+        optimizer,
+        max_lr=[group["lr"] for group in optimizer.param_groups],
+        total_steps=max(1, total_steps),
+        pct_start=pct_start,
+        div_factor=div_factor,
+        final_div_factor=final_div_factor,
+        # cycling momentum would override the optimizer's own momentum/betas, confounding comparisons
+        cycle_momentum=False,
+    )
+
+
+def build_optimizer(
+    spec: OptimizerSpec, named_parameters: Iterable[tuple[str, nn.Parameter]], weight_decay: float
+) -> Optimizer:
+    """The optimizer ``spec`` names, with weight decay on matrices and kernels only."""
+    builder = OPTIMIZERS.get(spec.name)
+    groups = decay_param_groups(named_parameters, weight_decay)
+    return builder(groups, lr=spec.lr, weight_decay=weight_decay, **spec.options)
+
+
+def build_scheduler(
+    optimizer: Optimizer, spec: ScheduleSpec, steps_per_epoch: int, total_steps: int
+) -> dict[str, Any] | None:
+    """Lightning's lr-scheduler config for ``spec``, stepped every optimizer step, or None for a
+    constant lr without warm-up. A warm-up rises linearly to the main schedule's starting lr."""
+    builder = SCHEDULES.get(spec.name)
+    warmup_steps = round(spec.warmup_epochs * steps_per_epoch)
+    if warmup_steps <= 0:
+        scheduler = builder(
+            optimizer, steps_per_epoch=steps_per_epoch, total_steps=total_steps, **spec.options
+        )
+        return None if scheduler is None else {"scheduler": scheduler, "interval": "step"}
+    # The main schedule is built first: it must read the untouched lr (onecycle takes it as its peak).
+    main = builder(
+        optimizer,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=max(1, total_steps - warmup_steps),
+        **spec.options,
+    )
+    if main is None:
+        main = ConstantLR(optimizer, factor=1.0, total_iters=0)
+    warmup = LinearLR(optimizer, start_factor=WARMUP_START_FACTOR, end_factor=1.0, total_iters=warmup_steps)
+    scheduler = SequentialLR(optimizer, [warmup, main], milestones=[warmup_steps])
+    return {"scheduler": scheduler, "interval": "step"}

@@ -1,0 +1,45 @@
+"""Regularizers that act on parameters: the L1 penalty and weight-decay parameter groups."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+# Their weights scale activations rather than mix features; penalizing them fights the normalization.
+_NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm, nn.LocalResponseNorm)
+
+
+def l1_penalty(module: nn.Module) -> Tensor:
+    """Sum of |w| over the weight matrices and kernels of ``module``; biases and normalization
+    parameters are left out."""
+    weights = [
+        param
+        for sub in module.modules()
+        if not isinstance(sub, _NORM_LAYERS)
+        for param in sub.parameters(recurse=False)
+        if param.requires_grad and param.ndim >= 2
+    ]
+    if not weights:
+        device = next(module.parameters(), torch.empty(0)).device
+        return torch.zeros((), device=device)
+    return torch.stack([w.abs().sum() for w in weights]).sum()
+
+
+def decay_param_groups(
+    named_parameters: Iterable[tuple[str, nn.Parameter]], weight_decay: float
+) -> list[dict[str, Any]]:
+    """Optimizer parameter groups with ``weight_decay`` on matrices and kernels (ndim >= 2) and none
+    on biases and normalization scales, which decay would only pull towards a degenerate zero."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for _, param in named_parameters:
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": float(weight_decay)},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return [group for group in groups if group["params"]]

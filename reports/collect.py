@@ -1,0 +1,92 @@
+"""A grid's runs, read from MLflow into pandas: the only source a report has (no folder parsing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from experiments import tracking
+
+# params that describe the data or the model's size rather than a choice a grid varies
+_NOT_FACTORS = ("seed", "model.num_params")
+_NOT_FACTOR_PREFIXES = ("data.size.", "tracking.")
+
+
+@dataclass(frozen=True)
+class GridRuns:
+    experiment: str
+    finished: pd.DataFrame  # one row per cell: run_id, config, seed, spec_hash, the params, the metrics
+    unfinished: pd.DataFrame  # every run that did not finish: run_id, run_name, config, status, reason
+    metric: str  # the task's primary metric, e.g. "acc" (tracked as val/acc and test/acc)
+    mode: str  # "max" or "min"
+    target: float | None
+    factors: list[str]  # params every finished run has and that vary across them, seed excluded
+
+
+class NoRunsError(LookupError):
+    """The experiment does not exist or holds no litbench runs."""
+
+
+def load_grid_runs(tracking_uri: str, experiment: str) -> GridRuns:
+    import mlflow
+
+    client = tracking.client_for(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
+        raise NoRunsError(f"no experiment {experiment!r} in {tracking_uri}; experiments there: {names}")
+    mlflow.set_tracking_uri(tracking_uri)
+    runs = mlflow.search_runs([found.experiment_id], max_results=100_000, output_format="pandas")
+    hash_column = f"tags.{tracking.TAG_SPEC_HASH}"
+    if runs.empty or hash_column not in runs:
+        raise NoRunsError(f"experiment {experiment!r} holds no litbench runs; run `litbench grid` first")
+    runs = runs[runs[hash_column].notna()].sort_values(["start_time", "run_id"], kind="stable")
+    finished = runs[runs["status"] == "FINISHED"]
+    # a cell run again with --force counts once: its latest FINISHED run
+    finished = finished.drop_duplicates(subset=[hash_column], keep="last")
+    unfinished = runs[(runs["status"] != "FINISHED") & ~runs[hash_column].isin(finished[hash_column])]
+    protocol = runs.iloc[-1]
+    target = protocol.get(f"tags.{tracking.TAG_TASK_TARGET}")
+    tidy = _tidy(finished)
+    params = [c.removeprefix("params.") for c in finished if c.startswith("params.")]
+    return GridRuns(
+        experiment=experiment,
+        finished=tidy,
+        unfinished=_unfinished(unfinished),
+        metric=str(protocol[f"tags.{tracking.TAG_TASK_METRIC}"]),
+        mode=str(protocol[f"tags.{tracking.TAG_TASK_MODE}"]),
+        target=float(target) if isinstance(target, str) and target not in ("", "None") else None,
+        factors=_factors(tidy, params),
+    )
+
+
+def _tidy(runs: pd.DataFrame) -> pd.DataFrame:
+    params = {c: c.removeprefix("params.") for c in runs if c.startswith("params.")}
+    metrics = {c: c.removeprefix("metrics.") for c in runs if c.startswith("metrics.")}
+    tidy = runs[["run_id", *params, *metrics]].rename(columns={**params, **metrics})
+    tidy.insert(1, "config", runs[f"tags.{tracking.TAG_CONFIG}"].to_numpy())
+    tidy.insert(2, "spec_hash", runs[f"tags.{tracking.TAG_SPEC_HASH}"].to_numpy())
+    if "seed" in tidy:
+        tidy["seed"] = pd.to_numeric(tidy["seed"])
+    return tidy.sort_values(["config", "seed", "run_id"], kind="stable").reset_index(drop=True)
+
+
+def _unfinished(runs: pd.DataFrame) -> pd.DataFrame:
+    reason = runs.get(f"tags.{tracking.TAG_FAILURE}", pd.Series(index=runs.index, dtype=object))
+    table = pd.DataFrame(
+        {
+            "run_id": runs["run_id"].to_numpy(),
+            "run_name": runs["tags.mlflow.runName"].to_numpy(),
+            "config": runs[f"tags.{tracking.TAG_CONFIG}"].to_numpy(),
+            "status": runs["status"].to_numpy(),
+            "reason": reason.fillna("").to_numpy(),
+        }
+    )
+    return table.sort_values(["config", "run_name", "run_id"], kind="stable").reset_index(drop=True)
+
+
+def _factors(finished: pd.DataFrame, params: list[str]) -> list[str]:
+    candidates = [c for c in params if c not in _NOT_FACTORS and not c.startswith(_NOT_FACTOR_PREFIXES)]
+    # an option only some entries have (betas for adam, not sgd) follows its entry's name: not a factor
+    return sorted(c for c in candidates if finished[c].notna().all() and finished[c].nunique() > 1)

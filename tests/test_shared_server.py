@@ -1,0 +1,126 @@
+"""Two grid commands sharing a real `mlflow server` backed by PostgreSQL, as a team would run them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
+
+
+def _postgres_or_skip():
+    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is not installed (pip install -e '.[dev]')")
+    try:
+        connection = psycopg2.connect(connect_timeout=3, **PG)
+    except psycopg2.OperationalError as err:
+        pytest.skip(f"no PostgreSQL answers on {PG['host']}:{PG['port']} ({err})")
+    connection.autocommit = True
+    return connection
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A fresh database for this test, dropped afterwards."""
+    connection = _postgres_or_skip()
+    name = f"litbench_{uuid.uuid4().hex[:12]}"
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{name}"
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        connection.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(postgres_database: str, tmp_path: Path) -> Iterator[str]:
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", postgres_database,
+        "--artifacts-destination", str(tmp_path / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        _stop(server)
+        log.close()
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """The server and every process it started (its workers share its process group)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            server.wait(timeout=30)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def test_two_grid_commands_share_a_tracking_server(mlflow_server: str, tmp_path: Path) -> None:
+    (tmp_path / "team.yaml").write_text(
+        "name: team\nbase:\n  data: {name: digits, batch_size: 32}\n  model: {name: mlp, hidden: [16]}\n"
+        "  trainer: {max_epochs: 1, limit_train_batches: 3, limit_val_batches: 2, accelerator: cpu}\n"
+        "  tracking: {heatmaps: 2}\naxes:\n  optimizer.lr: [0.001, 0.01]\nseeds: [0, 1]\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": mlflow_server}
+    command = [sys.executable, "-m", "experiments.cli", "grid", "team.yaml"]
+    processes = [
+        subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("team")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 4
+    assert len({r.data.tags["litbench.spec_hash"] for r in runs}) == 4  # every cell exactly once
+    # the runs went through the server: params, metrics and artifacts are all there
+    for run in runs:
+        assert run.data.params["model.name"] == "mlp" and "test/acc" in run.data.metrics
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"spec.yaml", "heatmaps", "model"}
+    # the claims are deleted experiments: the UI lists only the grid
+    assert {e.name for e in client.search_experiments()} == {"team", "Default"}
