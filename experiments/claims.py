@@ -96,6 +96,11 @@ def retire_orphans(client: MlflowClient, runs: Iterable[Run]) -> int:
     """Mark the orphaned RUNNING runs KILLED, with the reason, so the UI stops showing them as live."""
     count = 0
     for run in runs:
+        if not is_orphaned(run):
+            continue
+        # The snapshot may predate the run's end: a worker sets FINISHED and then exits, so a stale
+        # RUNNING plus a dead pid is no proof. Read the run again, then check its process.
+        run = client.get_run(run.info.run_id)
         if is_orphaned(run):
             client.set_tag(run.info.run_id, tracking.TAG_FAILURE, "orphaned: its worker process is gone")
             client.set_terminated(run.info.run_id, "KILLED")

@@ -78,7 +78,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ls.add_argument("--tracking-uri", help=TRACKING_HELP)
     ls.set_defaults(handler=_cmd_ls)
+
+    report = commands.add_parser(
+        "report",
+        help="write comparison tables, plots and a summary of a grid from its MLflow runs",
+        description=(
+            "Read the grid's runs from MLflow (the tracker is the only source) and write to OUT: "
+            "summary.md (what won, by how much, how sure); tables.md, tables.tex (booktabs) and "
+            "report.html (self-contained, plots inlined) with one row per configuration, mean ± std and "
+            "the 95%% Student-t CI over seeds, marginal tables per factor, every configuration against "
+            "the best (Welch's t-test, Holm-adjusted) and the failed runs; the same tables unrounded as "
+            "CSV, plus runs.csv; learning_curves.png, factors.png and heatmap.png. The same store gives "
+            "byte-identical tables."
+        ),
+    )
+    report.add_argument("grid", help="the grid's experiment name, or its YAML file (its `name` is used)")
+    report.add_argument("--tracking-uri", help=TRACKING_HELP)
+    report.add_argument("--out", help="output directory (default: reports/<grid>)")
+    report.add_argument(
+        "--metric",
+        help="tracked metric to rank by, e.g. test/acc, val/loss, perf/fit_time_s (default: the task's "
+        "test metric, e.g. test/acc); a bare name means its test/ value",
+    )
+    report.add_argument(
+        "--mode",
+        choices=["max", "min"],
+        help="whether higher or lower --metric is better (default: inferred)",
+    )
+    report.set_defaults(handler=_cmd_report)
+
+    ui = commands.add_parser(
+        "ui",
+        help="start the MLflow UI on 127.0.0.1 over the current store",
+        description=(
+            "Serve MLflow's UI and REST API over the store on 127.0.0.1 until Ctrl-C. Each grid is one "
+            "experiment; its axes are run params and tags (litbench.factor.<axis>, litbench.config), so "
+            "runs compare side by side and filter with e.g. tags.`litbench.config` = 'cnn-adam-lr0.002'."
+        ),
+    )
+    ui.add_argument("--port", type=_port, default=5000, help="port to listen on (default: 5000)")
+    ui.add_argument("--tracking-uri", help=TRACKING_HELP)
+    ui.set_defaults(handler=_cmd_ui)
     return parser
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
+    return value
 
 
 def _add_run_inputs(command: argparse.ArgumentParser, set_help: str) -> None:
@@ -126,6 +174,14 @@ def _is_input_error(err: Exception) -> bool:
     from experiments.specs import SpecError
 
     known: tuple[type[Exception], ...] = (SpecError, UnknownNameError, FileNotFoundError, PreflightError)
+    if "reports.collect" in sys.modules:
+        from reports.collect import ReportInputError
+
+        known += (ReportInputError,)
+    if "experiments.ui" in sys.modules:
+        from experiments.ui import StoreIsServerError
+
+        known += (StoreIsServerError,)
     if "datamodules" in sys.modules:
         from datamodules import DataError
 
@@ -347,6 +403,57 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         )
     console.print(table)
     return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from experiments import tracking
+    from reports.build import write_report
+
+    experiment = _grid_name(args.grid)
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    console = _console()
+    with console.status("reading runs", spinner="dots") as status:
+        report = write_report(
+            uri,
+            experiment,
+            Path(args.out) if args.out else None,
+            metric=args.metric,
+            mode=args.mode,
+            progress=lambda step: status.update(step),
+        )
+    console.print((report.out_dir / "summary.md").read_text())
+    console.print(
+        f"[bold]wrote {len(report.files)} files to {report.out_dir}/:[/] "
+        + ", ".join(p.name for p in report.files)
+    )
+    return EXIT_OK
+
+
+def _grid_name(grid: str) -> str:
+    """A grid YAML file names its experiment with its `name` (default: the file's stem)."""
+    from pathlib import Path
+
+    path = Path(grid)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        from experiments.specs import read_yaml
+
+        return str(read_yaml(path).get("name") or path.stem)
+    return grid
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from experiments import tracking
+    from experiments.ui import serve
+
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    console = _console()
+
+    def ready(url: str) -> None:
+        console.print(f"MLflow UI for {uri} at [bold]{url}[/] (Ctrl-C stops it and every process it started)")
+
+    return serve(uri, args.port, ready=ready)
 
 
 def _version() -> str:

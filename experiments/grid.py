@@ -30,7 +30,7 @@ import copy
 import difflib
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -145,11 +145,16 @@ class GridSpec(StrictModel):
 
 @dataclass(frozen=True)
 class GridCell:
-    """One run of the grid: its readable name, its configuration name (no seed) and its spec."""
+    """One run of the grid: its readable name, its configuration name (no seed) and its spec.
+
+    ``factors`` maps each axis the cell sets (an ``axes`` key, a ``zip`` key, an ``include`` key) to the
+    label of its value there; runs carry them as tags, so a report groups by the grid's own axes.
+    """
 
     run_name: str
     config: str
     spec: RunSpec
+    factors: dict[str, str] = field(default_factory=dict)
 
 
 def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> GridSpec:
@@ -244,6 +249,10 @@ def _cells(
     for key, value, _ in settings:
         apply_axis_value(raw, key, value)
     config = "-".join(label(key, value) for key, value, _ in settings) or grid.name
+    # a scalar axis keeps its plain value (sorts as a number in a report), an entry axis its label
+    factors = {
+        key: label(key, value) if isinstance(value, Mapping) else _fmt(value) for key, value, _ in settings
+    }
     set_by = set_by + [leaf for key, value, loc in settings for leaf in _leaves(key, value, loc)]
     cells = []
     for seed, seed_loc in seeds:
@@ -255,7 +264,7 @@ def _cells(
             raise SpecError(
                 _cell_error(err, raw, [*set_by, (("seed",), seed_loc)], source, context)
             ) from None
-        cells.append(GridCell(f"{config}-s{seed}", config, spec))
+        cells.append(GridCell(f"{config}-s{seed}", config, spec, dict(factors)))
     return cells
 
 

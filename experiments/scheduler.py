@@ -308,6 +308,7 @@ def _start(
         "spec": cell.spec.model_dump(mode="json"),
         "run_name": cell.run_name,
         "config": cell.config,
+        "factors": cell.factors,
         "experiment": experiment,
         "tracking_uri": tracking_uri,
         "data_dir": str(data_dir.resolve()),

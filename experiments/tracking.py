@@ -26,6 +26,7 @@ TAG_FAILURE = "litbench.failure"  # why a FAILED run failed, in one line
 TAG_TASK_METRIC = "litbench.metric"  # the task's primary metric, e.g. "acc"
 TAG_TASK_MODE = "litbench.mode"  # "max" or "min"
 TAG_TASK_TARGET = "litbench.target"
+FACTOR_TAG_PREFIX = "litbench.factor."  # one tag per grid axis: litbench.factor.optimizer = adam-lr0.002
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
 
@@ -111,6 +112,11 @@ def runs_with_hashes(client: MlflowClient, experiment_id: str, hashes: Iterable[
         page_token = page.token
         if not page_token:
             return found
+
+
+def factor_tags(factors: dict[str, str]) -> dict[str, str]:
+    """The grid axes a run sets, as tags the UI can filter by and a report groups by."""
+    return {f"{FACTOR_TAG_PREFIX}{axis}": value for axis, value in factors.items()}
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:

@@ -84,7 +84,11 @@ def run_task(task: dict[str, Any]) -> dict[str, Any] | None:
             tracking_uri=task["tracking_uri"],
             data_dir=data_dir,
             run_name=task["run_name"],
-            tags={tracking.TAG_GRID: task["experiment"], tracking.TAG_CONFIG: task["config"]},
+            tags={
+                tracking.TAG_GRID: task["experiment"],
+                tracking.TAG_CONFIG: task["config"],
+                **tracking.factor_tags(task.get("factors", {})),
+            },
             attempt=attempt,
         )
     except RunFailedError as err:

@@ -21,10 +21,16 @@ class GridRuns:
     metric: str  # the task's primary metric, e.g. "acc" (tracked as val/acc and test/acc)
     mode: str  # "max" or "min"
     target: float | None
-    factors: list[str]  # params every finished run has and that vary across them, seed excluded
+    # the grid's axes that vary (from the runs' factor tags); for untagged runs, the params every
+    # finished run has and that vary across them, seed excluded
+    factors: list[str]
 
 
-class NoRunsError(LookupError):
+class ReportInputError(ValueError):
+    """A report cannot be made from what was asked: the message says what to change."""
+
+
+class NoRunsError(ReportInputError):
     """The experiment does not exist or holds no litbench runs."""
 
 
@@ -50,6 +56,7 @@ def load_grid_runs(tracking_uri: str, experiment: str) -> GridRuns:
     target = protocol.get(f"tags.{tracking.TAG_TASK_TARGET}")
     tidy = _tidy(finished)
     params = [c.removeprefix("params.") for c in finished if c.startswith("params.")]
+    axes = _axis_factors(finished, tidy)
     return GridRuns(
         experiment=experiment,
         finished=tidy,
@@ -57,7 +64,7 @@ def load_grid_runs(tracking_uri: str, experiment: str) -> GridRuns:
         metric=str(protocol[f"tags.{tracking.TAG_TASK_METRIC}"]),
         mode=str(protocol[f"tags.{tracking.TAG_TASK_MODE}"]),
         target=float(target) if isinstance(target, str) and target not in ("", "None") else None,
-        factors=_factors(tidy, params),
+        factors=axes if axes is not None else _factors(tidy, params),
     )
 
 
@@ -86,7 +93,55 @@ def _unfinished(runs: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["config", "run_name", "run_id"], kind="stable").reset_index(drop=True)
 
 
+def _axis_factors(runs: pd.DataFrame, tidy: pd.DataFrame) -> list[str] | None:
+    """The grid's own axes, from the runs' factor tags, as columns of ``tidy``; None when untagged.
+
+    A cell from an ``include`` entry leaves the other axes at the base: it shows as "base" there.
+    """
+    prefix = f"tags.{tracking.FACTOR_TAG_PREFIX}"
+    columns = sorted(c for c in runs if c.startswith(prefix))
+    if not columns or runs.empty:
+        return None
+    by_run = runs.set_index("run_id")
+    axes = []
+    for column in columns:
+        axis = column.removeprefix(prefix)
+        tidy[axis] = tidy["run_id"].map(by_run[column]).fillna("base").astype(str)
+        if tidy[axis].nunique() > 1:
+            axes.append(axis)
+    return axes
+
+
 def _factors(finished: pd.DataFrame, params: list[str]) -> list[str]:
     candidates = [c for c in params if c not in _NOT_FACTORS and not c.startswith(_NOT_FACTOR_PREFIXES)]
     # an option only some entries have (betas for adam, not sgd) follows its entry's name: not a factor
     return sorted(c for c in candidates if finished[c].notna().all() and finished[c].nunique() > 1)
+
+
+def metric_histories(tracking_uri: str, run_ids: list[str], metric: str) -> pd.DataFrame:
+    """Every value of ``metric`` each run logged, with its epoch: columns run_id, epoch, value.
+
+    Lightning logs its epoch counter at the same step as every epoch-level metric; where a run has no
+    such counter, the values are numbered in step order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = tracking.client_for(tracking_uri)
+
+    def history(run_id: str) -> pd.DataFrame:
+        values = sorted(client.get_metric_history(run_id, metric), key=lambda m: (m.step, m.timestamp))
+        epochs = {m.step: m.value for m in client.get_metric_history(run_id, "epoch")}
+        return pd.DataFrame(
+            {
+                "run_id": run_id,
+                "epoch": [int(epochs.get(m.step, i)) + 1 for i, m in enumerate(values)],
+                "value": [m.value for m in values],
+            }
+        )
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        frames = [f for f in pool.map(history, sorted(run_ids)) if not f.empty]
+    if not frames:
+        return pd.DataFrame({"run_id": [], "epoch": [], "value": []})
+    # a re-logged epoch (a resumed fit) keeps its last value
+    return pd.concat(frames, ignore_index=True).drop_duplicates(["run_id", "epoch"], keep="last")

@@ -6,6 +6,7 @@ by hand from the runs it came from.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -65,7 +66,9 @@ def versus_best(
         if len(values) < 2 or len(best_values) < 2:
             p = float("nan")  # a t-test needs two seeds on each side
         else:
-            p = float(stats.ttest_ind(values, best_values, equal_var=False).pvalue)
+            with warnings.catch_warnings():  # identical seeds on both sides: scipy warns, p is still right
+                warnings.simplefilter("ignore", RuntimeWarning)
+                p = float(stats.ttest_ind(values, best_values, equal_var=False).pvalue)
         rows.append({by: config, "p_value": p})
     compared = pd.DataFrame(rows, columns=[by, "p_value"])
     tested = compared["p_value"].notna()

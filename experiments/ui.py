@@ -1,0 +1,87 @@
+"""``litbench ui``: MLflow's UI (``mlflow server``) on the loopback interface, over litbench's store.
+
+The server runs in its own process group, so stopping ``litbench ui`` (Ctrl-C, SIGTERM) stops the
+server and every worker it forked: no process outlives the command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+
+
+class StoreIsServerError(ValueError):
+    """The tracking URI already points at a server: there is nothing to serve."""
+
+
+HOST = "127.0.0.1"  # the store holds unpublished results: never listen beyond this machine by default
+
+
+def server_command(tracking_uri: str, port: int, host: str = HOST) -> list[str]:
+    from experiments.tracking import default_artifact_location
+
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri]
+    command += ["--host", host, "--port", str(port), "--workers", "1"]
+    artifacts = default_artifact_location(tracking_uri)
+    if artifacts:  # runs made by `litbench` keep their artifacts beside the SQLite database
+        command += ["--default-artifact-root", artifacts]
+    return command
+
+
+def wait_until_healthy(url: str, server: subprocess.Popen, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        if server.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with status {server.returncode} before answering")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"mlflow server did not answer on {url} within {timeout_s:.0f} s")
+        time.sleep(0.3)
+
+
+def stop(server: subprocess.Popen, grace_s: float = 15.0) -> None:
+    """SIGTERM to the server's whole process group, SIGKILL to whatever is left after ``grace_s``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            server.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            continue
+        with contextlib.suppress(ProcessLookupError):  # the leader is gone; its forked workers may not be
+            os.killpg(server.pid, signal.SIGKILL)
+        return
+
+
+def serve(tracking_uri: str, port: int, host: str = HOST, ready: Callable[[str], None] = print) -> int:
+    """Run the UI until interrupted; returns the server's exit status (0 after Ctrl-C or SIGTERM)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        raise StoreIsServerError(
+            f"the store {tracking_uri} is already a tracking server: open it in a browser; "
+            "`litbench ui` serves a local store (SQLite or a database URI)"
+        )
+    server = subprocess.Popen(server_command(tracking_uri, port, host), start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    url = f"http://{host}:{port}"
+    try:
+        wait_until_healthy(url, server)
+        ready(url)
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop(server)
+        signal.signal(signal.SIGTERM, previous)

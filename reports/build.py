@@ -1,0 +1,234 @@
+"""``litbench report``: read a grid's runs from MLflow and write every table, plot and summary.
+
+Outputs (in ``reports/<grid>/`` by default):
+
+- ``summary.md``: the result in words: what won, by how much, how sure.
+- ``tables.md``, ``tables.tex`` (booktabs), ``report.html`` (one page, styled, plots inlined): the
+  rounded tables.
+- ``configurations.csv``, ``versus_best.csv``, ``marginal_<factor>.csv``, ``unfinished.csv``,
+  ``runs.csv``: the same tables unrounded, plus the per-run numbers they came from.
+- ``learning_curves.png``, ``factors.png``, ``heatmap.png`` (where the grid varies both the model
+  and the optimizer).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from reports import formatting, plots
+from reports.collect import GridRuns, NoRunsError, load_grid_runs, metric_histories
+from reports.narrative import summary_markdown
+from reports.tables import ReportTables, build_tables, choose_metric
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    tables: ReportTables
+    files: list[Path] = field(default_factory=list)
+
+
+def write_report(
+    tracking_uri: str,
+    experiment: str,
+    out_dir: Path | None = None,
+    metric: str | None = None,
+    mode: str | None = None,
+    progress: Callable[[str], None] = lambda step: None,
+) -> Report:
+    progress("reading runs from MLflow")
+    grid = load_grid_runs(tracking_uri, experiment)
+    if grid.finished.empty:
+        raise NoRunsError(
+            f"experiment {experiment!r} has no FINISHED run to compare ({len(grid.unfinished)} did not "
+            "finish); run `litbench grid ... --retry-failed` first"
+        )
+    tables = build_tables(grid, choose_metric(grid, metric, mode))
+    out_dir = Path(out_dir) if out_dir is not None else Path("reports") / _safe(experiment)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = Report(out_dir, tables)
+
+    progress("writing tables")
+    for name, frame in _csv_tables(tables).items():
+        report.files.append(_write_csv(frame, out_dir / f"{name}.csv"))
+    displayed = _displayed(tables, grid.factors, grid.target)
+
+    progress("drawing plots")
+    figures = _draw(tracking_uri, grid, tables, out_dir)
+    report.files += figures.values()
+
+    progress("writing Markdown, LaTeX and HTML")
+    names = ["summary.md", "tables.md", "tables.tex", "report.html"] + [p.name for p in report.files]
+    summary = summary_markdown(experiment, tables, sorted(names))
+    report.files.append(_write_text(out_dir / "summary.md", summary))
+    report.files.append(_write_text(out_dir / "tables.md", _markdown(experiment, displayed)))
+    report.files.append(_write_text(out_dir / "tables.tex", _latex(experiment, displayed)))
+    report.files.append(_write_text(out_dir / "report.html", _html(experiment, summary, displayed, figures)))
+    report.files.sort()
+    return report
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _csv_tables(tables: ReportTables) -> dict[str, pd.DataFrame]:
+    csvs = {
+        "configurations": tables.configurations,
+        "versus_best": tables.versus_best,
+        "unfinished": tables.unfinished,
+        "runs": tables.runs,
+    }
+    for factor, table in tables.marginals.items():
+        csvs[f"marginal_{_safe(factor)}"] = table
+    return csvs
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    frame.to_csv(path, index=False, lineterminator="\n")  # floats as repr: every digit, same every time
+    return path
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _displayed(tables: ReportTables, factors: list[str], target: float | None) -> dict[str, pd.DataFrame]:
+    """Title -> rounded table, in the order every format prints them."""
+    configurations = formatting.configurations(tables, factors)
+    if target is not None:  # say which target: the metric's name alone does not
+        configurations = configurations.rename(
+            columns={"perf/time_to_target_s": f"perf/time_to_target_s (to {target:g})"}
+        )
+    shown = {
+        "Configurations (mean ± std over seeds, best first)": configurations,
+        f"Every configuration against the best ({tables.metric.name})": formatting.versus_best(tables),
+    }
+    for factor in tables.marginals:
+        shown[f"Marginal: {factor}"] = formatting.marginal(tables, factor)
+    shown["Failed and unfinished runs (left out of every statistic)"] = formatting.unfinished(tables)
+    return shown
+
+
+def _draw(tracking_uri: str, grid: GridRuns, tables: ReportTables, out_dir: Path) -> dict[str, Path]:
+    figures: dict[str, Path] = {}
+    curve_metric = _curve_metric(tables.metric.name, grid.finished)
+    if curve_metric:
+        best = tables.configurations["config"].head(plots.MAX_CURVES).tolist()
+        run_ids = grid.finished.loc[grid.finished["config"].isin(best), "run_id"].tolist()
+        histories = metric_histories(tracking_uri, run_ids, curve_metric)
+        if not histories.empty:
+            figures["Learning curves"] = plots.learning_curves(
+                histories, grid.finished, best, curve_metric, out_dir / "learning_curves.png"
+            )
+    if tables.marginals:
+        figures["Factors"] = plots.factor_bars(tables, out_dir / "factors.png")
+    pair = _architecture_and_optimizer(list(tables.marginals))
+    if pair:
+        figures["Architecture × optimizer"] = plots.heatmap(tables, *pair, out_dir / "heatmap.png")
+    return figures
+
+
+def _curve_metric(metric: str, runs: pd.DataFrame) -> str | None:
+    """Validation is what a run tracks every epoch: its twin of the report's metric."""
+    name = metric.partition("/")[2]
+    for candidate in (f"val/{name}", metric):
+        if candidate in runs:
+            return candidate
+    return None
+
+
+def _architecture_and_optimizer(factors: list[str]) -> tuple[str, str] | None:
+    def first(prefix: str) -> str | None:
+        """The whole entry (``optimizer``), else its name, else any of its fields."""
+        preferred = [prefix, f"{prefix}.name", *(f for f in factors if f.startswith(f"{prefix}."))]
+        return next((f for f in preferred if f in factors), None)
+
+    model, optimizer = first("model"), first("optimizer")
+    return (model, optimizer) if model and optimizer else None
+
+
+def _markdown(experiment: str, tables: dict[str, pd.DataFrame]) -> str:
+    parts = [f"# {experiment}: tables", ""]
+    for title, frame in tables.items():
+        parts += [f"## {title}", ""]
+        parts.append(frame.to_markdown(index=False, disable_numparse=True) if len(frame) else "_none_")
+        parts.append("")
+    return "\n".join(parts)
+
+
+_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "–": "--", "×": r"$\times$"}
+
+
+def _latex(experiment: str, tables: dict[str, pd.DataFrame]) -> str:
+    """One booktabs table per section; needs \\usepackage{booktabs} in the paper's preamble."""
+    parts = [f"% {experiment}: tables generated by litbench report; requires \\usepackage{{booktabs}}", ""]
+    for title, frame in tables.items():
+        if frame.empty:
+            continue
+        escaped = frame.map(_latex_escape).rename(columns=_latex_escape)
+        body = escaped.to_latex(index=False, escape=False, column_format="l" * len(frame.columns))
+        parts += [f"% {title}", "\\begin{table}[ht]", "\\centering", "\\small", body.rstrip()]
+        parts += [f"\\caption{{{_latex_escape(title)}}}", "\\end{table}", ""]
+    return "\n".join(parts)
+
+
+def _latex_escape(text: object) -> str:
+    text = str(text)
+    for char in "\\&%$#_{}":
+        text = text.replace(char, "\\" + char if char != "\\" else r"\textbackslash{}")
+    text = text.replace("~", r"\textasciitilde{}").replace("^", r"\textasciicircum{}")
+    text = text.replace("<", r"$<$")
+    for symbol, command in _LATEX_SYMBOLS.items():
+        text = text.replace(symbol, command)
+    return text
+
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem auto;
+       max-width: 1200px; color: #222; line-height: 1.45; padding: 0 1rem; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
+table.litbench { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0 1rem; }
+table.litbench th { text-align: left; border-bottom: 2px solid #333; padding: 4px 10px; }
+table.litbench td { border-bottom: 1px solid #e4e4e4; padding: 3px 10px; white-space: nowrap; }
+table.litbench tr:first-child td { font-weight: 600; }
+table.litbench tr:nth-child(even) td { background: #f7f7f9; }
+code { background: #f2f2f5; padding: 0 3px; border-radius: 3px; }
+figure { margin: 1rem 0; } img { max-width: 100%; border: 1px solid #eee; }
+.summary { background: #f6f8fb; border-left: 4px solid #4c72b0; padding: 0.5rem 1rem; }
+"""
+
+
+def _html(experiment: str, summary: str, tables: dict[str, pd.DataFrame], figures: dict[str, Path]) -> str:
+    paragraphs = [p for p in summary.split("\n\n")[1:] if p.strip()]  # the heading becomes <h1>
+    body = [f"<h1>{html.escape(experiment)}</h1>", '<div class="summary">']
+    body += [f"<p>{_inline_markdown(p)}</p>" for p in paragraphs]
+    body.append("</div>")
+    for title, frame in tables.items():
+        body.append(f"<h2>{html.escape(title)}</h2>")
+        body.append(frame.to_html(index=False, border=0, classes="litbench") if len(frame) else "<p>none</p>")
+    for title, path in figures.items():
+        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+        body.append(f"<h2>{html.escape(title)}</h2>")
+        body.append(
+            f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{encoded}"></figure>'
+        )
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(experiment)}: litbench report</title>\n<style>{_CSS}</style>\n</head>\n"
+        "<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
+    )
+
+
+def _inline_markdown(text: str) -> str:
+    text = html.escape(text.strip())
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)

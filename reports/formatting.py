@@ -1,0 +1,130 @@
+"""Fixed rounding of the raw tables into display tables: what Markdown, LaTeX and HTML print.
+
+Rounding is by column kind, never by value, so the same store prints the same digits every time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from reports.tables import ReportTables
+
+PLUS_MINUS = " ± "
+
+
+def number(value: float, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:,.{digits}f}" if abs(value) >= 1000 else f"{value:.{digits}f}"
+
+
+def digits_for(metric: str) -> int:
+    """Epochs to a tenth (a mean over seeds), throughput whole, seconds to a tenth, the rest to 4 places."""
+    if metric.endswith(("epoch", "epochs_to_target")):
+        return 1
+    if metric.endswith("per_s"):
+        return 0
+    if metric.endswith("_s"):
+        return 1
+    return 4
+
+
+def p_value(value: float) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def mean_std(frame: pd.DataFrame, prefix: str, digits: int, pm: str = PLUS_MINUS) -> list[str]:
+    return [
+        number(m, digits) + ("" if math.isnan(s) else pm + number(s, digits))
+        for m, s in zip(frame[f"{prefix}mean"], frame[f"{prefix}std"], strict=True)
+    ]
+
+
+def interval(frame: pd.DataFrame, prefix: str, digits: int) -> list[str]:
+    return [
+        "–" if math.isnan(lo) else f"[{number(lo, digits)}, {number(hi, digits)}]"
+        for lo, hi in zip(frame[f"{prefix}ci_low"], frame[f"{prefix}ci_high"], strict=True)
+    ]
+
+
+def configurations(tables: ReportTables, factors: list[str], pm: str = PLUS_MINUS) -> pd.DataFrame:
+    """The paste-ready configuration table: primary metric with CI, then the perf columns that exist."""
+    raw = tables.configurations
+    metric = tables.metric.name
+    digits = digits_for(metric)
+    shown = pd.DataFrame({"rank": raw["rank"].astype(str), "config": raw["config"]})
+    for factor in factors:
+        shown[factor] = raw[factor].astype(str)
+    shown["n"] = raw["n"].astype(str)
+    shown[f"{metric} (mean{pm.strip()}std)"] = mean_std(raw, f"{metric} ", digits, pm)
+    shown["95% CI"] = interval(raw, f"{metric} ", digits)
+    validation = _validation_twin(metric)
+    extra = [m for m in (validation, *_perf_columns(raw)) if m and f"{m} mean" in raw]
+    for name in extra:
+        shown[f"{name}{' (final)' if name == validation else ''}"] = mean_std(
+            raw, f"{name} ", digits_for(name), pm
+        )
+    if "model.num_params" in raw:
+        shown["params"] = [number(v, 0) for v in raw["model.num_params"]]
+    return shown
+
+
+def _validation_twin(metric: str) -> str | None:
+    stage, _, name = metric.partition("/")
+    return f"val/{name}" if stage == "test" else None
+
+
+def _perf_columns(raw: pd.DataFrame) -> list[str]:
+    from reports.tables import PERF_METRICS
+
+    return [m for m in PERF_METRICS if f"{m} mean" in raw and m != "perf/epochs_to_target"]
+
+
+def versus_best(tables: ReportTables) -> pd.DataFrame:
+    raw = tables.versus_best
+    digits = digits_for(tables.metric.name)
+    return pd.DataFrame(
+        {
+            "config": raw["config"],
+            "mean": [number(v, digits) for v in raw["mean"]],
+            "Δ vs best": ["–" if i == 0 else _signed(d, digits) for i, d in enumerate(raw["delta"])],
+            "p (Welch)": [p_value(v) for v in raw["p_value"]],
+            "p (Holm)": [p_value(v) for v in raw["p_holm"]],
+            "verdict": raw["verdict"],
+        }
+    )
+
+
+def _signed(value: float, digits: int) -> str:
+    return f"{round(value, digits) + 0.0:+.{digits}f}"  # + 0.0 turns a rounded -0.0 into 0.0
+
+
+def marginal(tables: ReportTables, factor: str, pm: str = PLUS_MINUS) -> pd.DataFrame:
+    raw = tables.marginals[factor]
+    digits = digits_for(tables.metric.name)
+    return pd.DataFrame(
+        {
+            "rank": raw["rank"].astype(str),
+            factor: raw["level"].astype(str),
+            "configs": raw["n_configs"].astype(str),
+            "runs": raw["n"].astype(str),
+            f"{tables.metric.name} (mean{pm.strip()}std)": mean_std(raw, "", digits, pm),
+            "95% CI": interval(raw, "", digits),
+        }
+    )
+
+
+def unfinished(tables: ReportTables) -> pd.DataFrame:
+    raw = tables.unfinished
+    return pd.DataFrame(
+        {
+            "run": raw["run_name"].fillna("").astype(str),
+            "status": raw["status"].astype(str),
+            "reason": raw["reason"].fillna("").astype(str),
+            "run id": raw["run_id"].astype(str),
+        }
+    )

@@ -1,0 +1,89 @@
+"""summary.md: what won, by how much, and how sure, in a few sentences a reader can paste."""
+
+from __future__ import annotations
+
+import math
+
+from reports.formatting import digits_for, number, p_value
+from reports.tables import ReportTables
+
+
+def summary_markdown(experiment: str, tables: ReportTables, files: list[str]) -> str:
+    metric = tables.metric
+    configs = tables.configurations
+    digits = digits_for(metric.name)
+    runs = len(tables.runs)
+    direction = "higher" if metric.mode == "max" else "lower"
+    lines = [f"# {experiment}: summary", ""]
+    lines.append(
+        f"{runs} finished runs in {len(configs)} configurations, compared on **{metric.name}** "
+        f"({direction} is better; mean ± std over seeds, 95% Student-t confidence intervals, "
+        f"Welch's t-test against the best with Holm's correction)."
+    )
+    lines.append("")
+    lines.append(_winner(tables, digits))
+    if len(configs) > 1:
+        lines.append("")
+        lines.append(_runner_up(tables, digits))
+        tied = (tables.versus_best["verdict"].str.startswith("indistinguishable")).sum()
+        untested = (tables.versus_best["verdict"].str.startswith("not tested")).sum()
+        sentence = (
+            f"{tied} of the other {len(configs) - 1} configurations are indistinguishable from it at 95%"
+        )
+        if untested:
+            sentence += f"; {untested} could not be tested (fewer than two seeds)"
+        lines.append(sentence + ".")
+    for factor, table in tables.marginals.items():
+        best = table.iloc[0]
+        worst = table.iloc[-1]
+        lines.append("")
+        lines.append(
+            f"By **{factor}** (pooled over the other factors), `{best['level']}` leads with "
+            f"{number(best['mean'], digits)} over {int(best['n'])} runs; `{worst['level']}` is last with "
+            f"{number(worst['mean'], digits)}."
+        )
+    lines.append("")
+    unfinished = len(tables.unfinished)
+    if unfinished:
+        statuses = tables.unfinished["status"].value_counts().sort_index()
+        counted = ", ".join(f"{n} {status}" for status, n in statuses.items())
+        lines.append(
+            f"{unfinished} runs did not finish ({counted}); they are listed with their reasons in the "
+            "report and left out of every statistic."
+        )
+    else:
+        lines.append("Every run of the grid finished.")
+    lines += ["", "Files: " + ", ".join(f"`{name}`" for name in files) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _winner(tables: ReportTables, digits: int) -> str:
+    best = tables.configurations.iloc[0]
+    name = tables.metric.name
+    spread = "" if math.isnan(best[f"{name} std"]) else f" ± {number(best[f'{name} std'], digits)}"
+    ci = (
+        ""
+        if math.isnan(best[f"{name} ci_low"])
+        else f", 95% CI [{number(best[f'{name} ci_low'], digits)}, {number(best[f'{name} ci_high'], digits)}]"
+    )
+    mean = number(best[f"{name} mean"], digits)
+    return f"**Best: `{best['config']}`** with {mean}{spread}{ci} over {int(best['n'])} seeds."
+
+
+def _runner_up(tables: ReportTables, digits: int) -> str:
+    row = tables.versus_best.iloc[1]
+    gap = abs(row["delta"])
+    verdict = row["verdict"]
+    if verdict.startswith("not tested"):
+        how_sure = "too few seeds to test the difference"
+    elif verdict.startswith("worse"):
+        how_sure = f"the difference is significant at 95% (Holm-adjusted p = {p_value(row['p_holm'])})"
+    else:
+        how_sure = (
+            f"the difference is not significant at 95% (Holm-adjusted p = {p_value(row['p_holm'])}): "
+            "with these seeds the two cannot be told apart"
+        )
+    return (
+        f"The runner-up `{row['config']}` reaches {number(row['mean'], digits)}, "
+        f"{number(gap, digits)} behind; {how_sure}."
+    )

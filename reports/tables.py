@@ -1,0 +1,116 @@
+"""The report's tables as raw pandas frames (unrounded; rounding belongs to the formats).
+
+Every statistic is over seeds, from ``reports.stats``; a row is a configuration (the grid's axes
+that vary), a marginal row is one level of one factor pooled over the other factors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from reports import stats
+from reports.collect import GridRuns, ReportInputError
+
+# tracked metrics the configuration table summarizes beside the primary one, when the runs have them
+PERF_METRICS = (
+    "perf/best_epoch",
+    "perf/time_to_target_s",
+    "perf/epochs_to_target",
+    "perf/fit_time_s",
+    "perf/train_samples_per_s",
+)
+NOT_SUMMARIZED = ("epoch",)  # Lightning's epoch counter is a step index, not a result
+
+
+@dataclass(frozen=True)
+class Metric:
+    """The column a report ranks by and which direction is better."""
+
+    name: str  # a tracked metric, e.g. "test/acc"
+    mode: str  # "max" or "min"
+
+
+@dataclass(frozen=True)
+class ReportTables:
+    metric: Metric
+    configurations: pd.DataFrame  # rank, config, factors, n, then <metric> mean/std/ci_low/ci_high per metric
+    versus_best: pd.DataFrame  # config, mean, delta, p_value, p_holm, verdict
+    marginals: dict[str, pd.DataFrame]  # factor -> level, n_configs, n, mean, std, ci_low, ci_high, rank
+    unfinished: pd.DataFrame  # run_id, run_name, config, status, reason
+    runs: pd.DataFrame  # one row per finished run: the raw numbers every statistic came from
+
+
+def choose_metric(grid: GridRuns, name: str | None = None, mode: str | None = None) -> Metric:
+    """The task's test metric by default; ``name`` may be a bare metric ("loss") or a tracked one."""
+    if name is None:
+        candidates = [f"test/{grid.metric}", f"val/{grid.metric}"]
+        found = next((c for c in candidates if c in grid.finished), None)
+        if found is None:
+            raise ReportInputError(f"the runs track neither {' nor '.join(candidates)}; pass --metric")
+        return Metric(found, mode or grid.mode)
+    tracked = name if name in grid.finished else f"test/{name}"
+    if tracked not in grid.finished:
+        available = ", ".join(metric_columns(grid.finished)) or "none"
+        raise ReportInputError(f"no tracked metric {name!r} in the runs; tracked metrics: {available}")
+    if mode is None:
+        mode = grid.mode if tracked.endswith(f"/{grid.metric}") else _direction(tracked)
+    return Metric(tracked, mode)
+
+
+def _direction(metric: str) -> str:
+    lower_is_better = ("loss", "time", "_s", "error", "perplexity", "epochs_to_target")
+    return "min" if any(part in metric for part in lower_is_better) else "max"
+
+
+def metric_columns(runs: pd.DataFrame) -> list[str]:
+    """The tracked metrics among the frame's columns (they hold a slash: val/acc, perf/fit_time_s)."""
+    numeric = runs.select_dtypes("number").columns
+    return sorted(c for c in numeric if "/" in c and c not in NOT_SUMMARIZED)
+
+
+def build_tables(grid: GridRuns, metric: Metric) -> ReportTables:
+    runs = grid.finished
+    configurations = _configurations(grid, metric)
+    compared = stats.versus_best(runs, "config", metric.name, metric.mode)
+    means = configurations.set_index("config")[f"{metric.name} mean"]
+    compared.insert(1, "mean", compared["config"].map(means))
+    compared.insert(2, "delta", compared["mean"] - compared["mean"].iloc[0])
+    marginals = {factor: _marginal(runs, factor, metric) for factor in grid.factors}
+    return ReportTables(metric, configurations, compared, marginals, grid.unfinished, _raw_runs(grid))
+
+
+def _configurations(grid: GridRuns, metric: Metric) -> pd.DataFrame:
+    runs = grid.finished
+    primary = stats.over_seeds(runs, "config", metric.name, metric.mode)
+    table = primary[["rank", "config"]].copy()
+    if grid.factors:
+        levels = runs.drop_duplicates("config").set_index("config")[grid.factors]
+        table = table.join(levels, on="config")
+    table["n"] = primary["n"].to_numpy()
+    others = [m for m in metric_columns(runs) if m != metric.name]
+    for name in [metric.name, *others]:
+        summary = primary if name == metric.name else stats.over_seeds(runs, "config", name)
+        summary = summary.set_index("config")[["mean", "std", "ci_low", "ci_high"]]
+        table = table.join(summary.add_prefix(f"{name} "), on="config")
+    if "model.num_params" in runs:
+        params = pd.to_numeric(runs.drop_duplicates("config").set_index("config")["model.num_params"])
+        table["model.num_params"] = table["config"].map(params)
+    return table.reset_index(drop=True)
+
+
+def _marginal(runs: pd.DataFrame, factor: str, metric: Metric) -> pd.DataFrame:
+    """Each level of ``factor`` with every run that has it, whatever the other factors: n is runs."""
+    table = stats.over_seeds(runs, factor, metric.name, metric.mode)
+    configs = runs.groupby(factor)["config"].nunique()
+    table.insert(1, "n_configs", table[factor].map(configs).astype(int))
+    return table.rename(columns={factor: "level"})[
+        ["rank", "level", "n_configs", "n", "mean", "std", "ci_low", "ci_high"]
+    ]
+
+
+def _raw_runs(grid: GridRuns) -> pd.DataFrame:
+    runs = grid.finished
+    keep = ["run_id", "config", *grid.factors, "seed", *metric_columns(runs)]
+    return runs[[c for c in dict.fromkeys(keep) if c in runs]].reset_index(drop=True)
