@@ -14,7 +14,7 @@ from experiments.registry import Registry
 DATAMODULES: Registry[type[lightning.LightningDataModule]] = Registry("datamodule")
 
 # imported after DATAMODULES exists: each module registers its classes into it
-from datamodules import digits, mnist  # noqa: E402
+from datamodules import digits, glue, mnist, text_classification  # noqa: E402
 
 __all__ = [
     "DATAMODULES",
@@ -29,7 +29,9 @@ __all__ = [
     "available_datamodules",
     "create_datamodule",
     "digits",
+    "glue",
     "mnist",
+    "text_classification",
 ]
 
 

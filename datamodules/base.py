@@ -24,8 +24,9 @@ from datamodules.download import CorruptDataError
 class TaskProtocol:
     """How a task is scored: its metric (logged as ``val/<metric>``), direction, target and budget."""
 
-    metric: str = "acc"
+    metric: str = "acc"  # the primary metric: reports rank by it, early stopping watches it
     mode: Literal["max", "min"] = "max"
+    metrics: tuple[str, ...] = ()  # further metrics logged beside it, e.g. ("acc",) next to MRPC's F1
     target: float  # time-to-target is the first time val/<metric> reaches this (in the mode's direction)
     max_epochs: int  # the default epoch budget
 

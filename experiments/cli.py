@@ -107,6 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(handler=_cmd_report)
 
+    predict = commands.add_parser(
+        "predict",
+        help="write a run's predictions on the unlabelled test split as GLUE-style submission TSVs",
+        description=(
+            "Rebuild run RUN_ID's network from its tracked spec.yaml and model/weights.pt (runs log them "
+            "with tracking.log_checkpoint: true), predict the data's unlabelled split (GLUE's test.tsv; "
+            "for MNLI matched and mismatched) and write the files GLUE expects (SST-2.tsv, MNLI-m.tsv, "
+            "...: index<TAB>prediction) into OUT; they are also logged to the run under submission/."
+        ),
+    )
+    predict.add_argument("run_id", help="the MLflow run id (see `litbench ls EXPERIMENT`)")
+    predict.add_argument("--out", default="submissions", help="output directory (default: ./submissions)")
+    predict.add_argument("--data-dir", help=DATA_HELP)
+    predict.add_argument("--tracking-uri", help=TRACKING_HELP)
+    predict.set_defaults(handler=_cmd_predict)
+
     ui = commands.add_parser(
         "ui",
         help="start the MLflow UI on 127.0.0.1 over the current store",
@@ -426,7 +442,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     console.print((report.out_dir / "summary.md").read_text())
     console.print(
         f"[bold]wrote {len(report.files)} files to {report.out_dir}/:[/] "
-        + ", ".join(p.name for p in report.files)
+        + ", ".join(str(p.relative_to(report.out_dir)) for p in report.files)
     )
     return EXIT_OK
 
@@ -441,6 +457,24 @@ def _grid_name(grid: str) -> str:
 
         return str(read_yaml(path).get("name") or path.stem)
     return grid
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from experiments import tracking
+    from experiments.environment import resolve_data_dir
+    from experiments.predict import predict_run
+
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    console = _console()
+    with console.status(f"predicting with run {args.run_id}", spinner="dots"):
+        written = predict_run(args.run_id, uri, resolve_data_dir(args.data_dir), Path(args.out))
+    for submission in written:
+        console.print(
+            f"wrote {submission.rows} predictions of split {submission.split!r} to {submission.path}"
+        )
+    return EXIT_OK
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,10 @@ from experiments.clock import BenchmarkClock
 from experiments.environment import launched_rank, quiet_libraries
 from experiments.specs import RunSpec, SpecError, options_model
 from lightning_modules.architectures import count_parameters, create_model
+from lightning_modules.attention_figures import save_attention_figure
 from lightning_modules.classification import ClassificationModule
 from lightning_modules.interpret import saliency_maps, save_saliency_figure
+from lightning_modules.metrics import predictions as predictions_of
 from lightning_modules.optim import build_optimizer
 
 WORKDIR_ENV = "LITBENCH_RUN_WORKDIR"  # the checkpoint folder rank 0 shares with the other DDP ranks
@@ -75,13 +78,19 @@ def prepare(spec: RunSpec, data_dir: Path) -> Prepared:
     datamodule.prepare_data()
     datamodule.setup("fit")
     model_options = options_model("model", spec.model.name).model_validate(spec.model.options)
-    network = create_model(
-        spec.model.name,
-        input_shape=datamodule.input_shape,
-        num_classes=datamodule.num_classes,
-        dropout=spec.regularization.dropout,
-        **dict(model_options),
-    )
+    # a text datamodule tells a text model its vocabulary and whether inputs are sentence pairs
+    token_inputs = datamodule.token_inputs() if hasattr(datamodule, "token_inputs") else None
+    try:
+        network = create_model(
+            spec.model.name,
+            input_shape=datamodule.input_shape,
+            num_classes=datamodule.num_classes,
+            dropout=spec.regularization.dropout,
+            token_inputs=token_inputs,
+            **dict(model_options),
+        )
+    except (TypeError, ValueError) as err:  # the model does not fit the data, or bad option values
+        raise SpecError(f"model {spec.model.name!r} with data {spec.data.name!r}: {err}") from None
     # Build the optimizer once on the real parameters: a bad option combination fails here, not mid-run.
     try:
         build_optimizer(spec.optimizer, network.named_parameters(), weight_decay=spec.regularization.l2)
@@ -94,6 +103,8 @@ def prepare(spec: RunSpec, data_dir: Path) -> Prepared:
         schedule=spec.schedule,
         regularization=spec.regularization,
         metric=datamodule.protocol.metric,
+        extra_metrics=datamodule.protocol.metrics,
+        test_stages=getattr(datamodule, "eval_splits", ("test",)),
     )
     return Prepared(spec, datamodule, network, module)
 
@@ -102,6 +113,7 @@ def build_trainer(spec: RunSpec, callbacks: list, logger: Any, root_dir: str) ->
     reg = spec.regularization
     return L.Trainer(
         max_epochs=spec.trainer.max_epochs,
+        max_time=None if spec.trainer.max_minutes is None else timedelta(minutes=spec.trainer.max_minutes),
         accelerator=spec.trainer.accelerator,
         devices=spec.trainer.devices,
         strategy=spec.trainer.strategy,
@@ -164,15 +176,23 @@ def execute(
         params = spec.flat_params()
         params["model.num_params"] = count_parameters(prepared.network)
         params.update({f"data.size.{k}": v for k, v in prepared.datamodule.sizes().items()})
+        if hasattr(prepared.datamodule, "tracking_params"):  # e.g. a text task's fitted vocabulary size
+            params.update(prepared.datamodule.tracking_params())
         tracking.log_params(client, run_id, params)
         logger = BufferedMLFlowLogger(experiment_name=experiment, tracking_uri=tracking_uri, run_id=run_id)
         with claims.Heartbeat(client, run_id), tempfile.TemporaryDirectory(prefix="litbench-") as workdir:
             os.environ[WORKDIR_ENV] = workdir  # DDP ranks started during fit inherit it
             trainer, tested, clock = _fit_and_test(prepared, logger, workdir)
-            logger.log_metrics(clock.summary(), step=trainer.global_step)
+            summary = clock.summary()
+            if (
+                getattr(prepared.datamodule, "tokenize_s", None) is not None
+            ):  # text: tokenizing or a cache read
+                summary["perf/tokenize_s"] = prepared.datamodule.tokenize_s
+            logger.log_metrics(summary, step=trainer.global_step)
             logger.wait()
             _log_artifacts(prepared, client, run_id, Path(workdir))
-        result.metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()} | clock.summary()
+        # one dict per test set (MNLI has two); their keys differ by stage name
+        result.metrics = {k: float(v) for results in tested for k, v in results.items()} | summary
         client.set_terminated(run_id, "FINISHED")
         result.status = "FINISHED"
         return result
@@ -235,7 +255,11 @@ def _log_artifacts(prepared: Prepared, client, run_id: str, workdir: Path) -> No
         weights = workdir / "weights.pt"
         torch.save(network.state_dict(), weights)
         client.log_artifact(run_id, str(weights), "model")
-    if spec.tracking.heatmaps:
+    if spec.tracking.heatmaps and hasattr(prepared.datamodule, "token_inputs"):
+        if hasattr(network, "attention_maps"):  # attention models only; recurrent/bag encoders have none
+            figure = _attention_figure(prepared, network, spec.tracking.heatmaps, workdir / "attention.png")
+            client.log_artifact(run_id, str(figure), "heatmaps")
+    elif spec.tracking.heatmaps:
         images, labels = prepared.datamodule.sample_batch(spec.tracking.heatmaps)
         images, labels = images.cpu(), labels.cpu()
         with torch.no_grad():
@@ -243,6 +267,17 @@ def _log_artifacts(prepared: Prepared, client, run_id: str, workdir: Path) -> No
         maps = saliency_maps(network, images)
         figure = save_saliency_figure(images, maps, labels, predictions, workdir / "saliency.png")
         client.log_artifact(run_id, str(figure), "heatmaps")
+
+
+def _attention_figure(prepared: Prepared, network: torch.nn.Module, count: int, path: Path) -> Path:
+    """The last layer's head-averaged attention over the first ``count`` (at most 4) dev sentences."""
+    inputs, labels, tokens = prepared.datamodule.sample_batch(min(count, 4))
+    with torch.no_grad():
+        predictions = predictions_of(network.eval()(inputs))
+    names = prepared.datamodule.label_names
+    shown = lambda v: names[int(v)] if names else f"{float(v):.2f}"  # noqa: E731  (scores for STS-B)
+    titles = [f"y={shown(y)}  ŷ={shown(p)}" for y, p in zip(labels, predictions, strict=True)]
+    return save_attention_figure(network.attention_maps(inputs), tokens, titles, path)
 
 
 def _one_line(err: BaseException) -> str:

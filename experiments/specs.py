@@ -41,8 +41,11 @@ def _registries() -> dict[str, tuple[Registry, frozenset[str]]]:
 
     return {
         "data": (DATAMODULES, frozenset({"self", "data_dir", "seed", "augment"})),
-        "model": (MODELS, frozenset({"input_shape", "num_classes", "dropout"})),
-        "optimizer": (OPTIMIZERS, frozenset({"params", "lr", "weight_decay"})),
+        "model": (
+            MODELS,
+            frozenset({"input_shape", "num_classes", "dropout", "vocab_size", "pad_id", "pair"}),
+        ),
+        "optimizer": (OPTIMIZERS, frozenset({"params", "lr", "weight_decay", "fused"})),
         "schedule": (SCHEDULES, frozenset({"optimizer", "steps_per_epoch", "total_steps"})),
     }
 
@@ -169,6 +172,8 @@ class TrainerSpec(StrictModel):
     limit_val_batches: int | float = 1.0
     limit_test_batches: int | float = 1.0
     deterministic: bool | Literal["warn"] = "warn"
+    # a wall-clock budget for fitting (Trainer max_time), e.g. 14 to stay under a 15-minute budget
+    max_minutes: float | None = Field(None, gt=0)
 
 
 class TrackingSpec(StrictModel):
@@ -193,7 +198,10 @@ class RunSpec(StrictModel):
 
     def identity(self) -> dict[str, Any]:
         """Everything that changes what is trained: the spec minus its tracking options."""
-        return self.model_dump(mode="json", exclude={"tracking"})
+        identity = self.model_dump(mode="json", exclude={"tracking"})
+        if identity["trainer"]["max_minutes"] is None:  # unset: the hash of runs from before it existed
+            del identity["trainer"]["max_minutes"]
+        return identity
 
     @property
     def spec_hash(self) -> str:

@@ -25,24 +25,30 @@ def finished_runs_frame(tracking_uri: str, experiment: str, run_ids: Sequence[st
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration: n seeds, test metric mean and std, fit time; best first."""
+    """One row per configuration: its task's test metric (n seeds, mean, std) and fit time.
+
+    A grid over several tasks (SST-2 scored by accuracy, MRPC by F1) compares each configuration on
+    its own task's metric: rows are grouped by metric, best first within each group.
+    """
     if runs.empty:
         return pd.DataFrame()
-    metric = runs[f"tags.{tracking.TAG_TASK_METRIC}"].dropna().iloc[0]
-    mode = runs[f"tags.{tracking.TAG_TASK_MODE}"].dropna().iloc[0]
-    column = f"metrics.test/{metric}"
-    table = (
-        runs.groupby(f"tags.{tracking.TAG_CONFIG}")
-        .agg(
-            n=(column, "count"),
-            mean=(column, "mean"),
-            std=(column, "std"),
-            fit_time_s=("metrics.perf/fit_time_s", "mean"),
+    metric_tag, mode_tag = f"tags.{tracking.TAG_TASK_METRIC}", f"tags.{tracking.TAG_TASK_MODE}"
+    tables = []
+    for (metric, mode), group in runs.groupby([metric_tag, mode_tag], sort=True):
+        column = f"metrics.test/{metric}"
+        if column not in group:
+            continue
+        table = (
+            group.groupby(f"tags.{tracking.TAG_CONFIG}")
+            .agg(
+                n=(column, "count"),
+                mean=(column, "mean"),
+                std=(column, "std"),
+                fit_time_s=("metrics.perf/fit_time_s", "mean"),
+            )
+            .rename_axis("config")
+            .reset_index()
         )
-        .rename_axis("config")
-        .reset_index()
-    )
-    table = table.sort_values(["mean", "config"], ascending=[mode == "min", True], kind="stable")
-    return table.rename(columns={"mean": f"test/{metric} mean", "std": f"test/{metric} std"}).reset_index(
-        drop=True
-    )
+        table.insert(1, "metric", f"test/{metric}")
+        tables.append(table.sort_values(["mean", "config"], ascending=[mode == "min", True], kind="stable"))
+    return pd.concat(tables).reset_index(drop=True) if tables else pd.DataFrame()

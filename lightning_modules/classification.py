@@ -1,5 +1,10 @@
 """The classification task as a LightningModule: it receives a network and the optimizer, schedule
-and regularization specs, and owns the steps, metrics and logging only."""
+and regularization specs, and owns the steps, metrics and logging only.
+
+A network with one output is a regression (STS-B's similarity score): mean squared error instead of
+cross-entropy, correlation metrics instead of accuracy. Inputs are whatever the network takes (an image
+tensor, or the dict of token tensors of a text batch); targets are the second element of the batch.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +15,18 @@ import lightning
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MetricCollection
 
 from experiments.specs import OptimizerSpec, RegularizationSpec, ScheduleSpec
 from lightning_modules.errors import NonFiniteLossError
+from lightning_modules.metrics import TASK_METRICS, metric_collection, predictions
 from lightning_modules.optim import build_optimizer, build_scheduler
 from lightning_modules.regularization import l1_penalty
 
-METRICS = ("acc",)  # the task metrics this module can log as <stage>/<metric>
-
 
 class ClassificationModule(lightning.LightningModule):
-    """Cross-entropy training of ``network`` (logits of shape [B, num_classes]) on ``(x, y)`` batches.
+    """Cross-entropy training of ``network`` (logits of shape [B, num_classes]) on ``(x, y)`` batches,
+    or mean-squared-error training when ``num_classes`` is 1.
 
     Gradient clipping, early stopping and dropout are applied elsewhere (Trainer and architecture);
     label smoothing and the L1 penalty act on the training loss here, L2 through the optimizer.
@@ -35,30 +40,41 @@ class ClassificationModule(lightning.LightningModule):
         schedule: ScheduleSpec,
         regularization: RegularizationSpec,
         metric: str = "acc",
+        extra_metrics: tuple[str, ...] = (),
+        test_stages: tuple[str, ...] = ("test",),
     ) -> None:
         super().__init__()
-        if metric not in METRICS:
-            raise ValueError(f"unknown classification metric {metric!r}; known: {', '.join(METRICS)}")
+        if metric not in TASK_METRICS:
+            raise ValueError(f"unknown task metric {metric!r}; known: {', '.join(TASK_METRICS.names())}")
         self.network = network
         self.num_classes = num_classes
         self.optimizer_spec = optimizer
         self.schedule_spec = schedule
         self.regularization = regularization
         self.metric = metric
+        self.regression = num_classes == 1
         # Training loss and accuracy are running sums on the device, logged once an epoch: self.log()
         # and a torchmetrics update() each cost more per step than a small network's forward pass.
         self.register_buffer("_train_sums", torch.zeros(3), persistent=False)  # loss * n, correct, n
-        # one metric instance per evaluation stage: their running states must not mix
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        # one collection per evaluation stage: their running states must not mix
+        names = (metric, *extra_metrics)
+        self.val_metrics = metric_collection(names, num_classes)
+        # one per test dataloader, e.g. MNLI's matched ("test") and mismatched ("test_mismatched") dev sets
+        self.test_stages = tuple(test_stages)
+        self.test_metrics = nn.ModuleList(metric_collection(names, num_classes) for _ in self.test_stages)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _loss(self, outputs: Tensor, y: Tensor, label_smoothing: float = 0.0) -> Tensor:
+        if self.regression:
+            return F.mse_loss(outputs.squeeze(-1), y.to(outputs.dtype))
+        return F.cross_entropy(outputs, y, label_smoothing=label_smoothing)
+
+    def forward(self, x: Any) -> Tensor:
         return self.network(x)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         logits = self.network(x)
-        data_loss = F.cross_entropy(logits, y, label_smoothing=self.regularization.label_smoothing)
+        data_loss = self._loss(logits, y, label_smoothing=self.regularization.label_smoothing)
         loss = data_loss
         if self.regularization.l1 > 0:
             loss = loss + self.regularization.l1 * l1_penalty(self.network)
@@ -70,7 +86,8 @@ class ClassificationModule(lightning.LightningModule):
             )
         with torch.no_grad():
             self._train_sums[0] += data_loss * len(y)
-            self._train_sums[1] += (logits.argmax(dim=1) == y).sum()
+            if not self.regression:
+                self._train_sums[1] += (logits.argmax(dim=1) == y).sum()
             self._train_sums[2] += len(y)
         self._log_step_loss(data_loss.item() if data_loss is not loss else value)
         return loss
@@ -85,40 +102,56 @@ class ClassificationModule(lightning.LightningModule):
     def on_train_epoch_end(self) -> None:
         loss_sum, correct, count = self.trainer.strategy.reduce(self._train_sums, reduce_op="sum")
         self.log("train/loss", loss_sum / count.clamp_min(1))
-        self.log(f"train/{self.metric}", correct / count.clamp_min(1))
+        if not self.regression:  # accuracy is what a running sum gives cheaply; the dev metrics are exact
+            self.log("train/acc", correct / count.clamp_min(1))
         self._train_sums.zero_()
 
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy) -> Tensor:
+    def _evaluate(self, batch: tuple[Any, Tensor], stage: str, metrics: MetricCollection) -> Tensor:
         x, y = batch
         logits = self.network(x)
         # plain cross-entropy, so runs with different label smoothing report comparable losses
-        loss = F.cross_entropy(logits, y)
-        accuracy(logits, y)
+        loss = self._loss(logits, y)
+        metrics.update(predictions(logits), y)
         batch_size = len(y)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=batch_size)
+        # add_dataloader_idx=False: several test sets log under their own names, not ".../dataloader_idx_1"
         self.log(
-            f"{stage}/{self.metric}",
-            accuracy,
+            f"{stage}/loss",
+            loss,
             on_step=False,
             on_epoch=True,
-            prog_bar=True,
+            sync_dist=True,
             batch_size=batch_size,
+            add_dataloader_idx=False,
         )
+        for name, metric in metrics.items():
+            self.log(
+                f"{stage}/{name}",
+                metric,
+                on_step=False,
+                on_epoch=True,
+                prog_bar=name == self.metric,
+                batch_size=batch_size,
+                add_dataloader_idx=False,
+            )
         return loss
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._evaluate(batch, "val", self.val_acc)
+    def validation_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
+        return self._evaluate(batch, "val", self.val_metrics)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._evaluate(batch, "test", self.test_acc)
+    def test_step(self, batch: tuple[Any, Tensor], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        return self._evaluate(batch, self.test_stages[dataloader_idx], self.test_metrics[dataloader_idx])
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.network(x).argmax(dim=1)
+        return predictions(self.network(x))
 
     def configure_optimizers(self) -> Any:
+        # fused kernels unscale gradients themselves, which Lightning's mixed precision cannot clip
         optimizer = build_optimizer(
-            self.optimizer_spec, self.network.named_parameters(), weight_decay=self.regularization.l2
+            self.optimizer_spec,
+            self.network.named_parameters(),
+            weight_decay=self.regularization.l2,
+            fused="mixed" not in str(self.trainer.precision),
         )
         total_steps = self.trainer.estimated_stepping_batches
         if not math.isfinite(total_steps):

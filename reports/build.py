@@ -9,6 +9,9 @@ Outputs (in ``reports/<grid>/`` by default):
   ``runs.csv``: the same tables unrounded, plus the per-run numbers they came from.
 - ``learning_curves.png``, ``factors.png``, ``heatmap.png`` (where the grid varies both the model
   and the optimizer).
+
+A grid over several tasks (``data.task: [sst2, mrpc]``) gets all of that per task, in
+``<out>/<data name>_<task>/``, and a top ``summary.md`` with each task's summary.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from reports import formatting, plots
-from reports.collect import GridRuns, NoRunsError, load_grid_runs, metric_histories
+from reports.collect import GridRuns, NoRunsError, load_grid_runs, metric_histories, split_by_task
 from reports.narrative import summary_markdown
 from reports.tables import ReportTables, build_tables, choose_metric
 
@@ -50,8 +53,64 @@ def write_report(
             f"experiment {experiment!r} has no FINISHED run to compare ({len(grid.unfinished)} did not "
             "finish); run `litbench grid ... --retry-failed` first"
         )
-    tables = build_tables(grid, choose_metric(grid, metric, mode))
     out_dir = Path(out_dir) if out_dir is not None else Path("reports") / _safe(experiment)
+    parts = split_by_task(grid)
+    if parts:
+        return _write_per_task(tracking_uri, experiment, parts, out_dir, metric, mode, progress)
+    return _write_one(tracking_uri, experiment, grid, out_dir, metric, mode, progress)
+
+
+def _write_per_task(
+    tracking_uri: str,
+    experiment: str,
+    parts: dict[str, GridRuns],
+    out_dir: Path,
+    metric: str | None,
+    mode: str | None,
+    progress: Callable[[str], None],
+) -> Report:
+    """A grid over several tasks: a whole report per task in ``<out>/<task>/`` (each on its own metric:
+    averaging SST-2 accuracy with MRPC F1 would mean nothing) and a top ``summary.md`` joining them."""
+    reports = {}
+    for task, part in parts.items():
+        if part.finished.empty:
+            continue
+        progress(f"task {task}")
+        reports[task] = _write_one(
+            tracking_uri, f"{experiment} / {task}", part, out_dir / _safe(task), metric, mode, progress
+        )
+    if not reports:
+        raise NoRunsError(f"experiment {experiment!r} has no FINISHED run to compare")
+    lines = [
+        f"# {experiment}: summary",
+        "",
+        f"The grid spans {len(parts)} tasks, each scored by its own metric; each has a whole report in its "
+        "folder (tables in Markdown, LaTeX, HTML and CSV, plots).",
+        "",
+    ]
+    for task, report in reports.items():
+        folder = report.out_dir.name
+        text = (report.out_dir / "summary.md").read_text()
+        body = text.split("\n", 1)[1].strip()  # the part's own title line is replaced by this heading
+        body = body.rsplit("\n\nFiles:", 1)[0]
+        lines += [f"## {task} (`{folder}/`)", "", body, ""]
+    top = Report(out_dir, next(iter(reports.values())).tables)
+    top.files = [_write_text(out_dir / "summary.md", "\n".join(lines))]
+    top.files += [path for report in reports.values() for path in report.files]
+    top.files.sort()
+    return top
+
+
+def _write_one(
+    tracking_uri: str,
+    experiment: str,
+    grid: GridRuns,
+    out_dir: Path,
+    metric: str | None,
+    mode: str | None,
+    progress: Callable[[str], None],
+) -> Report:
+    tables = build_tables(grid, choose_metric(grid, metric, mode))
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report(out_dir, tables)
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
 from experiments import tracking
 
 # params that describe the data or the model's size rather than a choice a grid varies
-_NOT_FACTORS = ("seed", "model.num_params")
+_NOT_FACTORS = ("seed", "model.num_params", "task")
 _NOT_FACTOR_PREFIXES = ("data.size.", "tracking.")
 
 
@@ -24,6 +24,36 @@ class GridRuns:
     # the grid's axes that vary (from the runs' factor tags); for untagged runs, the params every
     # finished run has and that vary across them, seed excluded
     factors: list[str]
+    # task ("glue/sst2", "mnist") -> its protocol (metric, mode, target); finished and unfinished have
+    # a "task" column. A grid over several tasks is reported task by task (see ``split_by_task``).
+    tasks: dict[str, tuple[str, str, float | None]] = field(default_factory=dict)
+
+
+TASK_PARAMS = ("data.name", "data.task")  # what makes two runs the same task (scored the same way)
+
+
+def split_by_task(grid: GridRuns) -> dict[str, GridRuns]:
+    """One GridRuns per task, each with its own metric and only the factors that vary within it;
+    empty when the grid has a single task."""
+    if len(grid.tasks) < 2:
+        return {}
+    parts = {}
+    for task, (metric, mode, target) in sorted(grid.tasks.items()):
+        finished = grid.finished[grid.finished["task"] == task].reset_index(drop=True)
+        finished = finished.dropna(axis=1, how="all")  # the other tasks' metrics (SST-2 has no f1)
+        unfinished = grid.unfinished[grid.unfinished["task"] == task].reset_index(drop=True)
+        factors = [f for f in grid.factors if f in finished and finished[f].nunique() > 1]
+        parts[task] = replace(
+            grid,
+            finished=finished,
+            unfinished=unfinished,
+            metric=metric,
+            mode=mode,
+            target=target,
+            factors=factors,
+            tasks={task: (metric, mode, target)},
+        )
+    return parts
 
 
 class ReportInputError(ValueError):
@@ -52,20 +82,45 @@ def load_grid_runs(tracking_uri: str, experiment: str) -> GridRuns:
     # a cell run again with --force counts once: its latest FINISHED run
     finished = finished.drop_duplicates(subset=[hash_column], keep="last")
     unfinished = runs[(runs["status"] != "FINISHED") & ~runs[hash_column].isin(finished[hash_column])]
-    protocol = runs.iloc[-1]
-    target = protocol.get(f"tags.{tracking.TAG_TASK_TARGET}")
+    runs = runs.assign(task=_task_names(runs))
+    tasks = {task: _protocol(group.iloc[-1]) for task, group in runs.groupby("task", sort=True)}
+    metric, mode, target = _protocol(runs.iloc[-1])
     tidy = _tidy(finished)
+    tidy.insert(3, "task", tidy["run_id"].map(runs.set_index("run_id")["task"]).to_numpy())
     params = [c.removeprefix("params.") for c in finished if c.startswith("params.")]
     axes = _axis_factors(finished, tidy)
+    left = _unfinished(unfinished)
+    left.insert(3, "task", left["run_id"].map(runs.set_index("run_id")["task"]).to_numpy())
     return GridRuns(
         experiment=experiment,
         finished=tidy,
-        unfinished=_unfinished(unfinished),
-        metric=str(protocol[f"tags.{tracking.TAG_TASK_METRIC}"]),
-        mode=str(protocol[f"tags.{tracking.TAG_TASK_MODE}"]),
-        target=float(target) if isinstance(target, str) and target not in ("", "None") else None,
+        unfinished=left,
+        metric=metric,
+        mode=mode,
+        target=target,
         factors=axes if axes is not None else _factors(tidy, params),
+        tasks=tasks,
     )
+
+
+def _protocol(run: pd.Series) -> tuple[str, str, float | None]:
+    target = run.get(f"tags.{tracking.TAG_TASK_TARGET}")
+    return (
+        str(run[f"tags.{tracking.TAG_TASK_METRIC}"]),
+        str(run[f"tags.{tracking.TAG_TASK_MODE}"]),
+        float(target) if isinstance(target, str) and target not in ("", "None") else None,
+    )
+
+
+def _task_names(runs: pd.DataFrame) -> pd.Series:
+    """ "glue/sst2" from the params data.name and data.task; the data name alone where no task."""
+    names = pd.Series("", index=runs.index, dtype=object)
+    for param in TASK_PARAMS:
+        column = runs.get(f"params.{param}")
+        if column is not None:
+            part = column.fillna("").astype(str)
+            names = names.where(part == "", names.where(names == "", names + "/") + part)
+    return names.where(names != "", "task")
 
 
 def _tidy(runs: pd.DataFrame) -> pd.DataFrame:

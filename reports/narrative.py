@@ -28,7 +28,8 @@ def summary_markdown(experiment: str, tables: ReportTables, files: list[str]) ->
         tied = (tables.versus_best["verdict"].str.startswith("indistinguishable")).sum()
         untested = (tables.versus_best["verdict"].str.startswith("not tested")).sum()
         sentence = (
-            f"{tied} of the other {len(configs) - 1} configurations are indistinguishable from it at 95%"
+            f"{tied} of the other {len(configs) - 1} configurations {'is' if tied == 1 else 'are'} "
+            "indistinguishable from it at 95%"
         )
         if untested:
             sentence += f"; {untested} could not be tested (fewer than two seeds)"

@@ -24,6 +24,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_data)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _text_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Encoded-text caches go to a per-session folder, not the user's ~/.cache (subprocesses inherit it)."""
+    os.environ["LITBENCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("litbench-cache"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return SHARED_DATA

@@ -10,14 +10,22 @@ import torch
 from pydantic import ValidationError
 
 from experiments.registry import UnknownNameError
-from lightning_modules.architectures import MODELS, available_models, count_parameters, create_model
+from lightning_modules.architectures import (
+    MODELS,
+    available_models,
+    count_parameters,
+    create_model,
+    reads_token_batches,
+)
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 NUM_CLASSES = 7
+# Text models (tests/test_text_architectures.py) read token batches, not image tensors.
+IMAGE_MODELS = [name for name in MODELS.names() if not reads_token_batches(name)]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_forward_backward(name: str, shape: tuple[int, int, int]) -> None:
     torch.manual_seed(0)
     model = create_model(name, input_shape=shape, num_classes=NUM_CLASSES, dropout=0.25)
@@ -32,7 +40,7 @@ def test_forward_backward(name: str, shape: tuple[int, int, int]) -> None:
     assert any(g.abs().sum() > 0 for g in grads)
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_degenerate_side_does_not_pool_to_zero(name: str) -> None:
     model = create_model(name, input_shape=(2, 1, 3), num_classes=3)
     assert model(torch.randn(2, 2, 1, 3)).shape == (2, 3)
@@ -40,6 +48,10 @@ def test_degenerate_side_does_not_pool_to_zero(name: str) -> None:
 
 def test_registry_holds_the_documented_models() -> None:
     assert {"mlp", "cnn", "cnn_deep"} <= set(available_models())
+    text = {"cbow", "rnn", "gru", "lstm", "textcnn", "transformer"}
+    assert text <= set(available_models())
+    assert {n for n in available_models() if reads_token_batches(n)} >= text
+    assert not any(reads_token_batches(n) for n in IMAGE_MODELS)
     assert available_models("cnn*") == ["cnn", "cnn_deep"]
 
 
@@ -82,7 +94,7 @@ def test_cnn_rejects_flat_input_shape() -> None:
         create_model("cnn", input_shape=(64,), num_classes=10)
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_options_validate_through_the_spec(name: str) -> None:
     specs = pytest.importorskip("experiments.specs")
     options = specs.options_model("model", name)

@@ -201,7 +201,7 @@ def test_huge_learning_rate_raises() -> None:
 def test_unknown_metric_is_rejected() -> None:
     with pytest.raises(ValueError, match="acc"):
         ClassificationModule(
-            nn.Linear(2, 2), 2, OptimizerSpec(), ScheduleSpec(), RegularizationSpec(), metric="f1"
+            nn.Linear(2, 2), 2, OptimizerSpec(), ScheduleSpec(), RegularizationSpec(), metric="bleu"
         )
 
 

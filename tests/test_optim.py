@@ -182,3 +182,29 @@ def test_l1_penalty_skips_norm_scales_even_when_they_are_matrices() -> None:
         nn.init.constant_(p, 1.0)
     assert net[2].weight.ndim == 2
     assert l1_penalty(net).item() == pytest.approx(36.0)
+
+
+def test_fused_update_where_the_optimizer_has_one() -> None:
+    from experiments.specs import OptimizerSpec
+
+    net = torch.nn.Linear(4, 2)
+    for name, fused in (("adam", True), ("adamw", True), ("sgd", True), ("rmsprop", None)):
+        spec = OptimizerSpec.model_validate({"name": name, "lr": 0.1})
+        optimizer = build_optimizer(spec, net.named_parameters(), weight_decay=0.0, fused=True)
+        assert optimizer.defaults.get("fused") == fused, name
+    plain = build_optimizer(OptimizerSpec.model_validate({"name": "adam"}), net.named_parameters(), 0.0)
+    assert not plain.defaults["fused"]
+    # the fused kernel computes the same update as the loop
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)
+    b.load_state_dict(a.state_dict())
+    spec = OptimizerSpec.model_validate({"name": "adamw", "lr": 0.01})
+    opts = [build_optimizer(spec, m.named_parameters(), 0.1, fused=f) for m, f in ((a, False), (b, True))]
+    x = torch.randn(16, 8)
+    for _ in range(3):
+        for model, opt in zip((a, b), opts, strict=True):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6)

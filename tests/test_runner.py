@@ -80,3 +80,16 @@ def test_bad_optimizer_combination_fails_before_tracking(tiny_spec, tracking_uri
     with pytest.raises(SpecError, match="momentum"):
         execute(spec, experiment="badopt", tracking_uri=tracking_uri, data_dir=tmp_path)
     assert MlflowClient(tracking_uri).get_experiment_by_name("badopt") is None
+
+
+def test_max_minutes_is_the_trainers_time_budget_and_part_of_the_hash(tiny_spec, tmp_path) -> None:
+    from lightning.pytorch.callbacks import Timer
+
+    from experiments.runner import build_trainer
+
+    budget, unset = tiny_spec(trainer={"max_minutes": 0.5}), tiny_spec()
+    timers = [c for c in build_trainer(budget, [], False, str(tmp_path)).callbacks if isinstance(c, Timer)]
+    assert [t._duration for t in timers] == [30.0]
+    assert not any(isinstance(c, Timer) for c in build_trainer(unset, [], False, str(tmp_path)).callbacks)
+    assert budget.spec_hash != unset.spec_hash
+    assert "max_minutes" not in unset.identity()["trainer"]  # hashes of specs without it did not change

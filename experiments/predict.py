@@ -1,0 +1,94 @@
+"""``litbench predict``: a tracked run's network on the unlabelled split, written as submission files.
+
+The run's own spec and weights come back from MLflow (``spec.yaml`` and ``model/weights.pt``, logged
+when ``tracking.log_checkpoint`` is on); the datamodule is rebuilt from the spec, so the tokenizer is
+the run's (the encoded-text cache hands back the very same one). For GLUE each file is the TSV the
+leaderboard expects (``SST-2.tsv``: ``index<TAB>prediction``); other text corpora get ``predict.tsv``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from datamodules.glue_files import write_submission
+from experiments import tracking
+from experiments.specs import SpecError, load_run_spec
+from lightning_modules.metrics import predictions as predictions_of
+
+WEIGHTS_ARTIFACT = "model/weights.pt"
+
+
+@dataclass(frozen=True)
+class Submission:
+    split: str
+    path: Path
+    rows: int
+
+
+def predict_run(run_id: str, tracking_uri: str, data_dir: Path, out_dir: Path) -> list[Submission]:
+    """Write one submission file per unlabelled split of run ``run_id``'s data into ``out_dir``
+    and log them to the run under ``submission/``."""
+    from mlflow.exceptions import MlflowException
+
+    from experiments.runner import prepare
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # two small files: no bars
+    client = tracking.client_for(tracking_uri)
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise SpecError(
+            f"no run {run_id!r} in {tracking_uri}; list runs with `litbench ls EXPERIMENT`"
+        ) from None
+    with tempfile.TemporaryDirectory(prefix="litbench-predict-") as tmp:
+        try:
+            spec_file = client.download_artifacts(run_id, "spec.yaml", tmp)
+            weights_file = client.download_artifacts(run_id, WEIGHTS_ARTIFACT, tmp)
+        except (MlflowException, OSError):
+            raise SpecError(
+                f"run {run_id} has no {WEIGHTS_ARTIFACT} artifact (or no spec.yaml); predictions need the "
+                "trained weights: train it again with `tracking: {log_checkpoint: true}`"
+            ) from None
+        spec = load_run_spec(spec_file)
+        prepared = prepare(spec, data_dir)
+        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+    network, datamodule = prepared.network, prepared.datamodule
+    network.load_state_dict(state)
+    splits = getattr(datamodule, "prediction_splits", [])
+    if not splits:
+        raise SpecError(
+            f"the data of run {run_id} ({spec.data.name}) has no unlabelled split to predict; GLUE tasks "
+            "need their test.tsv, a text_classification corpus its predict_file"
+        )
+    network.eval()
+    written = []
+    for split in splits:
+        outputs = []
+        with torch.no_grad():
+            for inputs, _ in datamodule.prediction_loader(split):
+                outputs.append(predictions_of(network(inputs)))
+        predicted = torch.cat(outputs)
+        path = out_dir / datamodule.submission_file(split)
+        task = getattr(getattr(datamodule, "task", None), "name", None)
+        if task is not None:
+            write_submission(path, task, datamodule.ids[split], predicted)
+        else:
+            _write_plain(path, datamodule.ids[split], predicted, datamodule.label_names)
+        client.log_artifact(run_id, str(path), "submission")
+        written.append(Submission(split, path, len(predicted)))
+    return written
+
+
+def _write_plain(path: Path, ids: list[str], predicted: torch.Tensor, label_names: tuple[str, ...]) -> None:
+    """``index<TAB>prediction`` with class names (or scores for regression), like a GLUE submission."""
+    lines = ["index\tprediction"]
+    for index, value in zip(ids, predicted.tolist(), strict=True):
+        shown = label_names[int(value)] if label_names else f"{float(value):.4f}"
+        lines.append(f"{index}\t{shown}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
