@@ -18,6 +18,7 @@ from datamodules import (
     AugmentationPolicy,
     CorruptDataError,
     DataNotFoundError,
+    ImageClassificationDataModule,
     InMemoryBatchLoader,
     augment_batch,
     available_datamodules,
@@ -59,13 +60,25 @@ def ready(cls: type[MNISTDataModule], data_dir: str, **kwargs: typing.Any) -> MN
 
 
 def test_registry() -> None:
-    assert available_datamodules() == ["digits", "fashion_mnist", "kmnist", "mnist"]
+    assert available_datamodules() == [
+        "digits",
+        "fashion_mnist",
+        "glue",
+        "kmnist",
+        "mnist",
+        "text_classification",
+    ]
     assert isinstance(create_datamodule("digits", batch_size=32), DigitsDataModule)
     with pytest.raises(UnknownNameError, match="Did you mean 'mnist'"):
         create_datamodule("mnsit")
 
 
-@pytest.mark.parametrize("name", DATAMODULES.names())
+IMAGE_DATAMODULES = [
+    n for n in DATAMODULES.names() if issubclass(DATAMODULES.get(n), ImageClassificationDataModule)
+]
+
+
+@pytest.mark.parametrize("name", IMAGE_DATAMODULES)
 def test_declared_protocol_and_options(name: str) -> None:
     cls = DATAMODULES.get(name)
     assert cls.protocol.mode in ("max", "min") and 0 < cls.protocol.target <= 1
@@ -85,6 +98,19 @@ def test_declared_protocol_and_options(name: str) -> None:
     dm = cls(augmentation={"shift": 4})
     assert dm.augmentation.shift == 4 and dm.augmentation.rotate == 10.0
     assert cls().augmentation == cls.default_augmentation
+
+
+@pytest.mark.parametrize("name", ["glue", "text_classification"])
+def test_text_datamodule_options_validate_through_the_spec(name: str) -> None:
+    from experiments.specs import options_model
+
+    options = options_model("data", name)
+    parsed = options.model_validate({"tokenizer": {"kind": "bpe", "vocab_size": 500}, "batch_size": 8})
+    assert (parsed.tokenizer.kind, parsed.tokenizer.vocab_size, parsed.batch_size) == ("bpe", 500, 8)
+    with pytest.raises(pydantic.ValidationError, match="vocab_szie"):
+        options.model_validate({"tokenizer": {"vocab_szie": 500}})
+    with pytest.raises(pydantic.ValidationError, match="kind"):
+        options.model_validate({"tokenizer": {"kind": "sentencepiece"}})
 
 
 def test_expected_protocols() -> None:
