@@ -67,6 +67,44 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--force", action="store_true", help="run every cell again, FINISHED ones included")
     grid.set_defaults(handler=_cmd_grid)
 
+    tune = commands.add_parser(
+        "tune",
+        help="tune hyperparameters with Optuna over a search space in a study file",
+        description=(
+            "Create (or load) the Optuna study of a study file and run trials until N of them finished "
+            "(COMPLETE or PRUNED): each samples the space, trains with the runner and reports the "
+            "validation objective (val/<metric>; never the test split) to the pruner. Each trial is an "
+            "MLflow run nested under the study's parent run, which holds the best value and params. "
+            "Re-running the same command resumes the study: trials left RUNNING by a killed process are "
+            "marked FAIL (their runs KILLED) and only the missing trials run. Exit status 0 when N trials "
+            "finished, 1 when the study stopped short (too many failed trials), 2 for bad input."
+        ),
+    )
+    tune.add_argument("study", help="a study YAML file, e.g. experiments/studies/digits_lr.yaml")
+    tune.add_argument(
+        "--trials", type=_positive_int, help="finished trials to reach (default: the file's `trials`)"
+    )
+    tune.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="worker processes on the study, each with cores/K threads (default: 1, in this process)",
+    )
+    tune.add_argument(
+        "--storage",
+        help="Optuna storage: an RDB URL (sqlite:///..., postgresql://...) or a journal file ending in "
+        ".log/.journal for workers on a shared filesystem (default: optuna.db beside the MLflow store)",
+    )
+    tune.add_argument("--data-dir", help=DATA_HELP)
+    tune.add_argument("--tracking-uri", help=TRACKING_HELP)
+    tune.add_argument(
+        "--export-best",
+        metavar="FILE",
+        help="write the best trial's complete spec as a grid file over seeds 0, 1, 2 (runs with "
+        "`litbench grid FILE`)",
+    )
+    tune.set_defaults(handler=_cmd_tune)
+
     ls = commands.add_parser(
         "ls",
         help="list experiments, the runs of one experiment, or the registered names",
@@ -379,6 +417,119 @@ def _cell(value) -> str:
     if isinstance(value, float):
         return "-" if value != value else f"{value:.4f}"
     return str(value)
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    if args.workers > 1:
+        from experiments.scheduler import start_fork_server
+
+        start_fork_server()  # its imports (seconds) overlap with ours
+    from experiments.study import load_study_spec
+
+    spec = load_study_spec(args.study)
+    from experiments import tracking
+    from experiments.environment import quiet_libraries, resolve_data_dir
+    from experiments.tune import export_best
+
+    quiet_libraries()
+    console = _console()
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    trials = args.trials or spec.trials
+    workers = f"{args.workers} worker{'s' if args.workers > 1 else ''}"
+    console.print(f"[bold]litbench tune[/] {spec.name}: {trials} trials, {workers}, store {uri}")
+    outcome = _tune_with_progress(console, spec, args, uri, resolve_data_dir(args.data_dir), trials)
+    _print_trials(console, outcome)
+    if args.export_best and outcome.best is not None:
+        path = export_best(outcome, spec, args.export_best)
+        console.print(f"wrote the best configuration to {path}; run it with: litbench grid {path}")
+    if not outcome.reached:
+        failed = sum(t.state.name == "FAIL" for t in outcome.trials)
+        _error(
+            f"{outcome.finished} of {outcome.target} trials finished ({failed} failed in all); the study "
+            "stopped short, see the failure reasons above; re-run the same command to continue"
+        )
+        return EXIT_RUN_FAILED
+    if args.export_best and outcome.best is None:
+        _error("every finished trial was pruned; there is no best configuration to export")
+        return EXIT_RUN_FAILED
+    return EXIT_OK
+
+
+def _tune_with_progress(console, spec, args, uri: str, data_dir, trials: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from experiments.study import resolve_objective
+    from experiments.tune import run_study
+
+    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+    best: dict[str, float | int] = {}
+    sign = 1.0 if resolve_objective(spec).direction == "maximize" else -1.0
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("", total=trials)
+
+        def describe() -> str:
+            so_far = f"  best {best['value']:.4f} (trial {best['number']})" if best else ""
+            return f"done {counts['COMPLETE']}  pruned {counts['PRUNED']}  failed {counts['FAIL']}{so_far}"
+
+        def ended(trial) -> None:
+            state = trial.state.name
+            counts[state] = counts.get(state, 0) + 1
+            if state == "COMPLETE" and (not best or sign * trial.value > sign * best["value"]):
+                best.update(value=trial.value, number=trial.number)
+            style = {"COMPLETE": "green", "PRUNED": "yellow"}.get(state, "red")
+            value = f"  {trial.value:.4f}" if trial.value is not None else ""
+            reason = trial.user_attrs.get("litbench.failure", "") if state == "FAIL" else ""
+            seconds = trial.duration.total_seconds() if trial.duration else 0.0
+            params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+            line = f"[{style}]{state:8}[/] trial {trial.number}{value}  {params}  {seconds:.0f} s  {reason}"
+            progress.console.print(line.rstrip())
+            progress.update(task, completed=counts["COMPLETE"] + counts["PRUNED"], description=describe())
+
+        def problem(text: str) -> None:
+            progress.console.print(f"[red]worker problem[/] {text}")
+
+        progress.update(task, description=describe())
+        outcome = run_study(
+            spec,
+            tracking_uri=uri,
+            data_dir=data_dir,
+            trials=trials,
+            workers=args.workers,
+            storage=args.storage,
+            on_trial=ended,
+            on_problem=problem,
+        )
+        return outcome
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _print_trials(console, outcome) -> None:
+    from rich.table import Table
+
+    best = outcome.best
+    table = Table("trial", "state", outcome.objective, "params", "run id", "reason", title="every trial")
+    for trial in outcome.trials:
+        value = "" if trial.value is None else f"{trial.value:.4f}"
+        marker = " *" if best is not None and trial.number == best.number else ""
+        table.add_row(
+            f"{trial.number}{marker}",
+            trial.state.name,
+            value,
+            " ".join(f"{k}={_short(v)}" for k, v in trial.params.items()),
+            str(trial.user_attrs.get("litbench.run_id", "")),
+            str(trial.user_attrs.get("litbench.failure", "")) if trial.state.name == "FAIL" else "",
+        )
+    console.print(table)
+    if best is not None:
+        params = " ".join(f"{k}={_short(v)}" for k, v in best.params.items())
+        console.print(
+            f"best: trial {best.number}, {outcome.objective} = {best.value:.4f} "
+            f"({outcome.direction}), {params}"
+        )
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:

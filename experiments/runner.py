@@ -2,7 +2,9 @@
 
 Everything that can be checked without training (the data files, the model's options, the optimizer's
 options) is checked before the MLflow run is created, so a bad input leaves nothing half-written. Once
-the run exists, any exception ends it as FAILED with the reason in the ``litbench.failure`` tag.
+the run exists, any exception ends it as FAILED with the reason in the ``litbench.failure`` tag;
+an exception the caller lists in ``stop_on`` (a tuning trial's pruning) ends it as KILLED instead,
+with the same tag, and raises RunStoppedError rather than RunFailedError.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -44,12 +47,20 @@ class RunFailedError(RuntimeError):
         self.result = result
 
 
+class RunStoppedError(RuntimeError):
+    """A tracked run that a caller's ``stop_on`` exception ended early (KILLED, not a failure)."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__(f"run {result.run_name} ({result.run_id}) stopped: {result.failure}")
+        self.result = result
+
+
 @dataclass
 class RunResult:
     run_id: str
     run_name: str
     spec_hash: str
-    status: str  # FINISHED or FAILED
+    status: str  # FINISHED, FAILED, or KILLED (interrupted, or stopped by a ``stop_on`` exception)
     metrics: dict[str, float] = field(default_factory=dict)
     failure: str | None = None
 
@@ -145,8 +156,13 @@ def execute(
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
     attempt: int | None = None,
+    extra_callbacks: Sequence[L.Callback] = (),
+    stop_on: tuple[type[BaseException], ...] = (),
 ) -> RunResult:
     """Train, test and track one run. Returns a FINISHED result or raises RunFailedError.
+
+    ``extra_callbacks`` join the trainer's own (a tuning trial's pruning callback). An exception of a
+    type in ``stop_on`` ends the run as KILLED and raises RunStoppedError (the exception is its cause).
 
     Under DDP the launcher starts this same command again for every other rank; those processes
     train with the same spec but track nothing, so a DDP run is one tracked run.
@@ -182,7 +198,7 @@ def execute(
         logger = BufferedMLFlowLogger(experiment_name=experiment, tracking_uri=tracking_uri, run_id=run_id)
         with claims.Heartbeat(client, run_id), tempfile.TemporaryDirectory(prefix="litbench-") as workdir:
             os.environ[WORKDIR_ENV] = workdir  # DDP ranks started during fit inherit it
-            trainer, tested, clock = _fit_and_test(prepared, logger, workdir)
+            trainer, tested, clock = _fit_and_test(prepared, logger, workdir, extra_callbacks)
             summary = clock.summary()
             if (
                 getattr(prepared.datamodule, "tokenize_s", None) is not None
@@ -197,12 +213,15 @@ def execute(
         result.status = "FINISHED"
         return result
     except BaseException as err:
-        result.status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+        stopped = isinstance(err, stop_on)
+        result.status = "KILLED" if stopped or isinstance(err, KeyboardInterrupt) else "FAILED"
         result.failure = _one_line(err)
         client.set_tag(run_id, tracking.TAG_FAILURE, result.failure)
         client.set_terminated(run_id, result.status)
         if isinstance(err, KeyboardInterrupt | SystemExit):
             raise
+        if stopped:
+            raise RunStoppedError(result) from err
         raise RunFailedError(result) from err
     finally:
         os.environ.pop(WORKDIR_ENV, None)
@@ -218,7 +237,9 @@ def _execute_other_rank(spec: RunSpec, data_dir: Path) -> RunResult:
     return RunResult("", spec.default_run_name(), spec.spec_hash, "FINISHED")
 
 
-def _fit_and_test(prepared: Prepared, logger: Any, workdir: str) -> tuple[L.Trainer, list, BenchmarkClock]:
+def _fit_and_test(
+    prepared: Prepared, logger: Any, workdir: str, extra_callbacks: Sequence[L.Callback] = ()
+) -> tuple[L.Trainer, list, BenchmarkClock]:
     """Fit, then test on the best validation checkpoint (kept in ``workdir``, shared by all ranks)."""
     spec, datamodule = prepared.spec, prepared.datamodule
     protocol = datamodule.protocol
@@ -233,7 +254,7 @@ def _fit_and_test(prepared: Prepared, logger: Any, workdir: str) -> tuple[L.Trai
         save_weights_only=True,
         enable_version_counter=False,
     )
-    callbacks = [clock, best, FlushMetricsAtEpochEnd()]
+    callbacks = [clock, best, FlushMetricsAtEpochEnd(), *extra_callbacks]
     if spec.regularization.early_stopping:
         patience = spec.regularization.early_stopping
         callbacks.append(EarlyStopping(monitor=monitor, mode=protocol.mode, patience=patience))

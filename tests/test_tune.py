@@ -1,0 +1,270 @@
+"""`litbench tune`: study files, conditional spaces, pruning, nesting, resume, workers, kills, export.
+
+Real SQLite and journal storages and a real MLflow SQLite store under tmp_path; tiny runs on digits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from experiments import cli
+from experiments.search_space import sample
+from experiments.specs import SpecError, validate_run_spec
+from experiments.study import load_study_spec
+from experiments.tracking import client_for
+from experiments.tune import open_storage, prepare_study, run_study
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_BASE = """
+base:
+  data: {name: digits, batch_size: 32}
+  model: {name: mlp, hidden: [32]}
+  optimizer: {name: adam, lr: 0.01}
+  trainer: {max_epochs: 1, limit_train_batches: 2, limit_val_batches: 2, accelerator: cpu}
+  tracking: {heatmaps: 0, log_checkpoint: false}
+"""
+LR_SPACE = """
+space:
+  optimizer.lr: {type: float, low: 1.0e-3, high: 0.05, log: true}
+"""
+
+
+def study_file(tmp_path: Path, text: str, name: str = "tiny") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\n{text}")
+    return path
+
+
+def storage_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"
+
+
+def numbers_by_state(study: optuna.Study) -> dict[TrialState, list[int]]:
+    found: dict[TrialState, list[int]] = {}
+    for trial in study.get_trials(deepcopy=False):
+        found.setdefault(trial.state, []).append(trial.number)
+    return found
+
+
+def finished(study: optuna.Study) -> int:
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (TINY_BASE + LR_SPACE + "sampler: tpe\ntrails: 3\n", "unknown key 'trails'"),
+        (
+            TINY_BASE + "space:\n  optimizer.lr: {type: float, low: 0.001, hihg: 0.1}\n",
+            "unknown key 'space.optimizer.lr.hihg'",
+        ),
+        (
+            TINY_BASE + "space:\n  optimizer.lr: {type: float, low: abc, high: 0.1}\n",
+            "space.optimizer.lr.low",
+        ),
+        (TINY_BASE + "space:\n  optimizer.lr: {type: floot, low: 0.1, high: 1}\n", "type must be one of"),
+        (
+            TINY_BASE + "space:\n  optimizer.momentum: {type: float, low: 0, high: 0.9, "
+            "when: {optimizer.nam: sgd}}\n",
+            "'optimizer.nam' is neither a field of the base spec nor a key sampled earlier",
+        ),
+        (
+            TINY_BASE + "space:\n  optimizer.momentum: {type: float, low: 0, high: 0.9}\n",
+            "space.optimizer.momentum: the value 0.0 gives an invalid run",
+        ),
+        (TINY_BASE + LR_SPACE + "objective: test/acc\n", "never looks at the test split"),
+        (TINY_BASE + LR_SPACE + "pruner: {name: median, n_startup: 2}\n", "did you mean 'n_startup_trials'"),
+    ],
+    ids=["unknown-key", "param-key", "bad-type", "param-type", "when-unknown", "no-when", "test", "pruner"],
+)
+def test_study_file_errors_name_the_key_and_line(tmp_path: Path, text: str, expected: str, capsys) -> None:
+    path = study_file(tmp_path, text)
+    with pytest.raises(SpecError, match=f"^{path}:\\d+: ") as err:
+        load_study_spec(path)
+    assert expected in str(err.value)
+    assert cli.main(["tune", str(path), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_conditional_params_only_when_their_condition_holds(tmp_path: Path) -> None:
+    spec = load_study_spec(
+        study_file(
+            tmp_path,
+            TINY_BASE
+            + """
+space:
+  optimizer:
+    type: categorical
+    choices: [{name: sgd, lr: 0.1}, {name: adam}, {name: rmsprop, lr: 0.001}]
+  optimizer.momentum: {type: float, low: 0.0, high: 0.9, when: {optimizer.name: sgd}}
+  optimizer.lr: {type: float, low: 1.0e-4, high: 0.01, log: true, when: {optimizer.name: [adam]}}
+  model.hidden: [[16], [32, 16]]
+""",
+        )
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        raw, chosen = sample(trial, spec.space, spec.base)
+        run = validate_run_spec(raw)
+        seen.add(run.optimizer.name)
+        assert ("optimizer.momentum" in trial.params) == (run.optimizer.name == "sgd")
+        assert ("optimizer.lr" in trial.params) == (run.optimizer.name == "adam")
+        assert set(chosen) == set(trial.params)
+        if run.optimizer.name == "sgd":
+            assert (
+                run.optimizer.lr == 0.1 and run.optimizer.options["momentum"] == chosen["optimizer.momentum"]
+            )
+        if run.optimizer.name == "rmsprop":
+            assert run.optimizer.lr == 0.001
+        assert run.model.options["hidden"] in ([16], [32, 16])
+        study.tell(trial, 0.0)
+    assert seen == {"sgd", "adam", "rmsprop"}
+
+
+def test_tpe_study_prunes_a_hopeless_trial_and_nests_every_run(tmp_path: Path, tracking_uri: str) -> None:
+    base = TINY_BASE.replace("max_epochs: 1, limit_train_batches: 2", "max_epochs: 3, limit_train_batches: 6")
+    spec = load_study_spec(
+        study_file(
+            tmp_path,
+            base
+            + """
+space:
+  optimizer.lr: {type: float, low: 1.0e-8, high: 0.05, log: true}
+sampler: {name: tpe, seed: 0}
+pruner: {name: median, n_startup_trials: 2, n_warmup_steps: 0}
+""",
+        )
+    )
+    storage = storage_url(tmp_path)
+    study = prepare_study(spec, storage)
+    for lr in (0.02, 0.03, 1e-8):  # two good trials, then one that cannot learn: pruned at its first epoch
+        study.enqueue_trial({"optimizer.lr": lr})
+    outcome = run_study(spec, tracking_uri=tracking_uri, data_dir=tmp_path, trials=3, storage=storage)
+
+    states = numbers_by_state(outcome.study)
+    assert states == {TrialState.COMPLETE: [0, 1], TrialState.PRUNED: [2]}
+    assert outcome.reached and outcome.best.number in (0, 1)
+    client = client_for(tracking_uri)
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    parent = [r for r in runs if r.data.tags.get("litbench.study.role") == "parent"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert parent[0].data.tags["litbench.best.trial"] == str(outcome.best.number)
+    assert parent[0].data.metrics["study/best_value"] == pytest.approx(outcome.best.value)
+    trials = {r.data.tags["litbench.trial.number"]: r for r in runs if r not in parent}
+    assert sorted(trials) == ["0", "1", "2"]
+    for number, run in trials.items():
+        assert run.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
+        assert run.data.tags["litbench.study"] == "tiny"
+        assert (
+            float(run.data.params["optimizer.lr"]) == outcome.study.trials[int(number)].params["optimizer.lr"]
+        )
+    assert [trials[n].data.tags["litbench.trial.state"] for n in "012"] == ["complete", "complete", "pruned"]
+    assert [trials[n].info.status for n in "012"] == ["FINISHED", "FINISHED", "KILLED"]
+    assert "pruned" in trials["2"].data.tags["litbench.failure"]
+    assert "test/acc" in trials["0"].data.metrics and "test/acc" not in trials["2"].data.metrics
+
+    # --export-best: a grid file whose base is the best trial's complete spec, over seeds 0, 1, 2
+    from experiments.grid import expand, load_grid
+    from experiments.tune import export_best
+
+    path = export_best(outcome, spec, tmp_path / "best.yaml")
+    cells = expand(load_grid(path))
+    assert [c.spec.seed for c in cells] == [0, 1, 2]
+    best_spec = validate_run_spec(outcome.best.user_attrs["litbench.spec"])
+    assert cells[0].spec.spec_hash == best_spec.spec_hash
+    assert cli.main(["grid", str(path), "--dry-run", "--tracking-uri", tracking_uri]) == 0
+
+
+def test_resume_adds_only_the_missing_trials(tmp_path: Path, tracking_uri: str) -> None:
+    spec = load_study_spec(study_file(tmp_path, TINY_BASE + LR_SPACE + "pruner: none\n"))
+    storage = storage_url(tmp_path)
+    first = run_study(spec, tracking_uri=tracking_uri, data_dir=tmp_path, trials=3, storage=storage)
+    assert first.finished == 3
+    second = run_study(spec, tracking_uri=tracking_uri, data_dir=tmp_path, trials=5, storage=storage)
+    numbers = [t.number for t in second.trials]
+    assert second.finished == 5 and numbers == [0, 1, 2, 3, 4]
+    client = client_for(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("litbench.study.role") == "parent"]
+    assert len(parents) == 1, "the resumed study found its parent run again"
+    assert sorted(r.data.tags.get("litbench.trial.number") for r in runs if r not in parents) == list("01234")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_two_workers_on_a_storage_that_does_not_exist_yet(
+    tmp_path: Path, tracking_uri: str, kind: str
+) -> None:
+    """The study is created once, before the workers start, so a fresh SQLite file is no race."""
+    spec = load_study_spec(study_file(tmp_path, TINY_BASE + LR_SPACE + "pruner: none\n"))
+    storage = storage_url(tmp_path) if kind == "sqlite" else str(tmp_path / "shared" / "study.journal")
+    outcome = run_study(
+        spec, tracking_uri=tracking_uri, data_dir=tmp_path, trials=4, workers=2, storage=storage
+    )
+    numbers = [t.number for t in outcome.trials]
+    assert outcome.finished == 4 and len(numbers) == len(set(numbers)) == 4
+    assert not numbers_by_state(outcome.study).get(TrialState.FAIL)
+    pids = {t.user_attrs["litbench.pid"] for t in outcome.trials}
+    assert os.getpid() not in pids and len(pids) == 2, "each worker process ran trials"
+
+
+def test_sigkilled_tune_resumes_to_exactly_n_finished_trials(tmp_path: Path, tracking_uri: str) -> None:
+    base = TINY_BASE.replace("max_epochs: 1, limit_train_batches: 2", "max_epochs: 4, limit_train_batches: 6")
+    path = study_file(tmp_path, base + LR_SPACE + "pruner: none\ntrials: 3\n")
+    storage = storage_url(tmp_path)
+    command = [sys.executable, "-m", "experiments.cli", "tune", str(path), "--tracking-uri", tracking_uri]
+    command += ["--storage", storage, "--data-dir", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the SIGKILL reaches all it started
+    )
+    client = client_for(tracking_uri)
+    killed = None
+    deadline = time.monotonic() + 120
+    study = experiment = None
+    while killed is None and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.2)
+        experiment = experiment or client.get_experiment_by_name("tiny")
+        if experiment is None:  # the command creates the study before its experiment
+            continue
+        study = study or optuna.load_study(study_name="tiny", storage=open_storage(storage))
+        running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+        if not (finished(study) >= 1 and running):
+            continue
+        live = client.search_runs(
+            [experiment.experiment_id], f"tags.`litbench.trial.number` = '{running[0]}'"
+        )
+        if live and live[0].info.status == "RUNNING":
+            os.killpg(first.pid, signal.SIGKILL)
+            killed = running[0]
+    first.wait(timeout=30)
+    assert killed is not None, f"never saw a finished and a running trial: {first.stdout.read().decode()}"
+
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    study = optuna.load_study(study_name="tiny", storage=open_storage(storage))
+    states = numbers_by_state(study)
+    numbers = [t.number for t in study.get_trials(deepcopy=False)]
+    assert finished(study) == 3 and len(numbers) == len(set(numbers))
+    assert states[TrialState.FAIL] == [killed]
+    assert "orphaned" in study.trials[killed].user_attrs["litbench.failure"]
+    run = client.search_runs(
+        [client.get_experiment_by_name("tiny").experiment_id], f"tags.`litbench.trial.number` = '{killed}'"
+    )[0]
+    assert run.info.status == "KILLED" and run.data.tags["litbench.trial.state"] == "failed"
