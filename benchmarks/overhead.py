@@ -96,7 +96,7 @@ def main() -> int:
     )
     default_data = os.environ.get("LITBENCH_DATA_DIR", str(REPO.parent / "shared" / "data"))
     parser.add_argument("--data-dir", default=default_data, help="holds MNIST/raw (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating repeats of the three")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating repeats of the three")
     args = parser.parse_args()
     quiet_libraries()
     spec = load_run_spec(SPEC, ["trainer.accelerator=cpu", "tracking.log_every_n_steps=1"])
