@@ -18,6 +18,7 @@ from torch import Tensor
 
 from datamodules.augment import AugmentationPolicy, augment_batch
 from datamodules.download import CorruptDataError
+from datamodules.sharding import shard, shard_size
 
 
 @dataclass(frozen=True, kw_only=True)  # keyword-only: defaults come before the required fields
@@ -61,16 +62,8 @@ class InMemoryBatchLoader:
         self.rank, self.world_size, self.pad_shards = rank, world_size, pad_shards
         self.epoch = 0  # the next epoch's number; public so a resumed run can set it
 
-    def _shard_size(self) -> int:
-        n = len(self.labels)
-        if self.world_size == 1:
-            return n
-        if self.pad_shards:
-            return math.ceil(n / self.world_size)
-        return len(range(self.rank, n, self.world_size))
-
     def __len__(self) -> int:
-        size = self._shard_size()
+        size = shard_size(len(self.labels), self.rank, self.world_size, self.pad_shards)
         return size // self.batch_size if self.drop_last else math.ceil(size / self.batch_size)
 
     def indices(self, epoch: int) -> Tensor:
@@ -81,12 +74,7 @@ class InMemoryBatchLoader:
             order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)
-        if self.world_size > 1:
-            if self.pad_shards:  # wrap around so every rank runs the same number of steps
-                total = math.ceil(n / self.world_size) * self.world_size
-                order = order[torch.arange(total) % n]
-            order = order[self.rank :: self.world_size]
-        return order.to(self.images.device)
+        return shard(order, self.rank, self.world_size, self.pad_shards).to(self.images.device)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = self.indices(self.epoch)

@@ -35,6 +35,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.download import CorruptDataError, DataError
+from datamodules.sharding import shard, shard_size
 
 if TYPE_CHECKING:
     import tokenizers
@@ -820,16 +821,8 @@ class BucketBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _shard_size(self) -> int:
-        n = len(self.lengths)
-        if self.world_size == 1:
-            return n
-        if self.pad_shards:
-            return math.ceil(n / self.world_size)
-        return len(range(self.rank, n, self.world_size))
-
     def __len__(self) -> int:
-        size = self._shard_size()
+        size = shard_size(len(self.lengths), self.rank, self.world_size, self.pad_shards)
         return size // self.batch_size if self.drop_last else math.ceil(size / self.batch_size)
 
     def batches(self, epoch: int) -> list[list[int]]:
@@ -837,10 +830,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         n = len(self.lengths)
         generator = torch.Generator().manual_seed(self.seed + epoch)
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        if self.world_size > 1:
-            if self.pad_shards and n:
-                order = order[torch.arange(math.ceil(n / self.world_size) * self.world_size) % n]
-            order = order[self.rank :: self.world_size]
+        order = shard(order, self.rank, self.world_size, self.pad_shards)
         if self.drop_last:
             order = order[: len(order) // self.batch_size * self.batch_size]
         if not self.shuffle:
