@@ -18,7 +18,7 @@ from torch import Tensor
 
 from datamodules.augment import AugmentationPolicy, augment_batch
 from datamodules.download import CorruptDataError
-from datamodules.sharding import shard, shard_size
+from datamodules.sharding import shard, shard_size, trainer_rank
 
 
 @dataclass(frozen=True, kw_only=True)  # keyword-only: defaults come before the required fields
@@ -202,12 +202,8 @@ class ImageClassificationDataModule(lightning.LightningDataModule):
         trainer = self.trainer
         return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
-    def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
     def _loader(self, name: str, train: bool) -> InMemoryBatchLoader:
-        rank, world_size = self._rank()
+        rank, world_size = trainer_rank(self.trainer)
         return InMemoryBatchLoader(
             *self._split(name),
             batch_size=self.batch_size if train else self.eval_batch_size,

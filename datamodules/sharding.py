@@ -9,9 +9,15 @@ exactly once (right for evaluation) and shard sizes may differ by one.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
+
+
+def trainer_rank(trainer: Any) -> tuple[int, int]:
+    """``(global_rank, world_size)`` of a datamodule's trainer; ``(0, 1)`` outside a Trainer."""
+    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
 
 def shard_size(n: int, rank: int, world_size: int, pad_shards: bool) -> int:

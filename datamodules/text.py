@@ -223,7 +223,23 @@ class WordTokenizer(TextTokenizer):
         return self.tokens[id] if 0 <= id < len(self.tokens) else None
 
 
-class BpeTokenizer(TextTokenizer):
+class HfTokenizer(TextTokenizer):
+    """A tokenizer backed by an HF ``tokenizers.Tokenizer`` (``self.tokenizer``): the vocabulary lookups."""
+
+    tokenizer: tokenizers.Tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.tokenizer.token_to_id(token)
+
+    def id_to_token(self, id: int) -> str | None:
+        return self.tokenizer.id_to_token(id)
+
+
+class BpeTokenizer(HfTokenizer):
     """Byte-pair subwords trained by HF ``tokenizers``; decoding restores the normalized text.
 
     Normalization: NFKC, whitespace runs to one space, stripped, lowercased if asked. Pre-tokenization:
@@ -279,18 +295,8 @@ class BpeTokenizer(TextTokenizer):
 
         return cls(spec, Tokenizer.from_str(json.dumps(state["tokenizer"])))
 
-    @property
-    def vocab_size(self) -> int:
-        return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
-    def token_to_id(self, token: str) -> int | None:
-        return self.tokenizer.token_to_id(token)
-
-    def id_to_token(self, id: int) -> str | None:
-        return self.tokenizer.id_to_token(id)
-
-
-class PretrainedTokenizer(TextTokenizer):
+class PretrainedTokenizer(HfTokenizer):
     """The WordPiece tokenizer shipped with the pretrained MiniLM-L6 encoder (the ``pretrained`` extra).
 
     Nothing is fit: vocabulary (BERT's 30522 wordpieces) and normalization (lowercasing, accent
@@ -360,16 +366,6 @@ class PretrainedTokenizer(TextTokenizer):
                 f"{installed} is installed"
             )
         return cls._load(spec)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.tokenizer.get_vocab_size(with_added_tokens=True)
-
-    def token_to_id(self, token: str) -> int | None:
-        return self.tokenizer.token_to_id(token)
-
-    def id_to_token(self, id: int) -> str | None:
-        return self.tokenizer.id_to_token(id)
 
 
 _TOKENIZERS: dict[str, type[TextTokenizer]] = {

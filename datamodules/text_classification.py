@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from datamodules import DATAMODULES
 from datamodules.base import TaskProtocol
 from datamodules.download import DataError
+from datamodules.sharding import trainer_rank
 from datamodules.text import (
     SEP_ID,
     SPECIALS,
@@ -201,13 +202,9 @@ class TextClassificationDataModule(lightning.LightningDataModule):
 
     # ---- loaders -----------------------------------------------------------------------------
 
-    def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
     def _loader(self, name: str, train: bool) -> DataLoader:
         self.setup()
-        rank, world_size = self._rank()
+        rank, world_size = trainer_rank(self.trainer)
         return make_loader(
             self.datasets[name],
             self.batch_size if train else self.eval_batch_size,

@@ -66,8 +66,11 @@ def test_sigkilled_grid_resumes_to_exactly_one_finished_run_per_cell(tmp_path: P
         if (tmp_path / "mlruns" / "mlflow.db").exists():
             statuses = runs_by_status(uri, "kill")
             finished = statuses.get("FINISHED", [])
-            if len(finished) >= 3 and statuses.get("RUNNING"):  # kill with a run in flight
+            # kill with a run in flight; a run may still finish between this read and the kill, so
+            # the finished set is read again once nothing can write any more
+            if len(finished) >= 3 and statuses.get("RUNNING"):
                 os.killpg(grid.pid, signal.SIGKILL)  # the grid, its fork server and every worker
+                finished = runs_by_status(uri, "kill").get("FINISHED", [])
                 before = {r.data.tags["litbench.spec_hash"]: r.info.run_id for r in finished}
                 break
         time.sleep(0.3)
