@@ -50,17 +50,23 @@ def worker_tags(attempt: int | None = None) -> dict[str, str]:
     return tags
 
 
-def is_orphaned(run: Run, now: float | None = None) -> bool:
-    if run.info.status != "RUNNING":
-        return False
+def worker_gone(run: Run, now: float | None = None) -> bool:
+    """Whether the worker that owns ``run`` has stopped: its process is dead on this host, or its
+    heartbeat is older than ``ORPHAN_AFTER_S``. Says nothing about the run's status."""
     tags = run.data.tags
     if tags.get(TAG_HOST) == socket.gethostname() and tags.get(TAG_PID, "").isdigit():
-        return not _process_alive(int(tags[TAG_PID]))
+        return not process_alive(int(tags[TAG_PID]))
     last_sign = float(tags.get(TAG_HEARTBEAT) or run.info.start_time / 1000)
     return (now or time.time()) - last_sign > ORPHAN_AFTER_S
 
 
-def _process_alive(pid: int) -> bool:
+def is_orphaned(run: Run, now: float | None = None) -> bool:
+    """RUNNING in this view of the run, with its worker gone. A view read before the check may be
+    stale (the worker finished the run and exited in between): ``settle`` reads it again."""
+    return run.info.status == "RUNNING" and worker_gone(run, now)
+
+
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -74,38 +80,53 @@ def _process_alive(pid: int) -> bool:
         return True
 
 
+def settle(client: MlflowClient, run: Run, tags: dict[str, str] | None = None) -> Run:
+    """The run as it stands, with a RUNNING run whose worker is gone marked KILLED (with the reason
+    and ``tags``). Liveness is judged first and the status read after it: a worker sets its run's
+    end status before it exits, so once it is gone its run can no longer change. (Read the status
+    first and a worker that finishes and exits in between looks like an orphan, and its cell runs
+    twice.) A RUNNING run whose worker lives is returned as is, even if it ended since it was read:
+    callers treat it as still running and look again later."""
+    if run.info.status != "RUNNING" or not worker_gone(run):
+        return run
+    from mlflow.entities import RunTag
+
+    run = client.get_run(run.info.run_id)
+    if run.info.status != "RUNNING":
+        return run
+    reason = {tracking.TAG_FAILURE: "orphaned: its worker process is gone"}
+    client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in (reason | (tags or {})).items()])
+    client.set_terminated(run.info.run_id, "KILLED")
+    return client.get_run(run.info.run_id)
+
+
 def cell_state(runs: Iterable[Run]) -> CellState:
-    """done if any run FINISHED, running if one is alive, failed if the latest failed, else missing."""
+    """done if any run FINISHED, running if one is RUNNING, failed if the latest failed, else missing.
+
+    Pass runs through ``settle`` first, so that a RUNNING run is a live one.
+    """
     runs = tuple(sorted(runs, key=lambda r: r.info.start_time or 0))
     finished = [r for r in runs if r.info.status == "FINISHED"]
     if finished:
         return CellState("done", runs, finished_run_id=finished[0].info.run_id)
-    if any(r.info.status == "RUNNING" and not is_orphaned(r) for r in runs):
+    if any(r.info.status == "RUNNING" for r in runs):
         return CellState("running", runs)
     if runs and runs[-1].info.status == "FAILED":
         return CellState("failed", runs, failure=runs[-1].data.tags.get(tracking.TAG_FAILURE))
     return CellState("missing", runs)
 
 
-def cell_states(client: MlflowClient, experiment_id: str, hashes: Iterable[str]) -> dict[str, CellState]:
+def settled_cell_states(
+    client: MlflowClient, experiment_id: str, hashes: Iterable[str]
+) -> dict[str, CellState]:
+    """Each cell's state, its orphaned runs retired to KILLED on the way."""
     found = tracking.runs_with_hashes(client, experiment_id, hashes)
-    return {spec_hash: cell_state(runs) for spec_hash, runs in found.items()}
+    return {spec_hash: cell_state(settle(client, r) for r in runs) for spec_hash, runs in found.items()}
 
 
 def retire_orphans(client: MlflowClient, runs: Iterable[Run]) -> int:
     """Mark the orphaned RUNNING runs KILLED, with the reason, so the UI stops showing them as live."""
-    count = 0
-    for run in runs:
-        if not is_orphaned(run):
-            continue
-        # The snapshot may predate the run's end: a worker sets FINISHED and then exits, so a stale
-        # RUNNING plus a dead pid is no proof. Read the run again, then check its process.
-        run = client.get_run(run.info.run_id)
-        if is_orphaned(run):
-            client.set_tag(run.info.run_id, tracking.TAG_FAILURE, "orphaned: its worker process is gone")
-            client.set_terminated(run.info.run_id, "KILLED")
-            count += 1
-    return count
+    return sum(run.info.status == "RUNNING" and settle(client, run).info.status == "KILLED" for run in runs)
 
 
 def claim(client: MlflowClient, experiment_id: str, spec_hash: str, runs: Iterable[Run]) -> int | None:

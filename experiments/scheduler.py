@@ -164,10 +164,7 @@ def plan(cells: Sequence[GridCell], experiment: str, tracking_uri: str) -> dict[
     """Each cell's state in the store (orphaned runs are retired to KILLED on the way)."""
     client = tracking.client_for(tracking_uri)
     experiment_id = tracking.experiment_id_for(client, experiment, tracking_uri)
-    found = tracking.runs_with_hashes(client, experiment_id, (c.spec.spec_hash for c in cells))
-    if sum(claims.retire_orphans(client, runs) for runs in found.values()):
-        found = tracking.runs_with_hashes(client, experiment_id, found)
-    return {spec_hash: claims.cell_state(runs) for spec_hash, runs in found.items()}
+    return claims.settled_cell_states(client, experiment_id, (c.spec.spec_hash for c in cells))
 
 
 def wants_run(state: claims.CellState, policy: Policy, forced_once: set[str], spec_hash: str) -> bool:

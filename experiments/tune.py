@@ -275,20 +275,15 @@ def retire_stale(study: optuna.Study, client, experiment_id: str) -> int:
         except optuna.exceptions.UpdateFinishedTrialError:  # another process ended it just now
             continue
     optuna.storages.fail_stale_trials(study)  # Optuna's own heartbeat, where the storage has one
-    states = {str(t.number): t.state for t in study.get_trials(deepcopy=False)}
-    for number, run in run_of.items():
-        if states.get(number) == TrialState.RUNNING and not claims.is_orphaned(run):
-            continue
-        client.set_tag(run.info.run_id, tracking.TAG_FAILURE, "orphaned: its worker process is gone")
-        client.set_tag(run.info.run_id, TAG_TRIAL_STATE, "failed")
-        client.set_terminated(run.info.run_id, "KILLED")
+    for run in run_of.values():  # a run outlives its trial only when their worker died
+        claims.settle(client, run, tags={TAG_TRIAL_STATE: "failed"})
     return retired
 
 
 def _orphaned(trial: FrozenTrial, run) -> str | None:
     host, pid = trial.user_attrs.get(ATTR_HOST), trial.user_attrs.get(ATTR_PID)
     if host == socket.gethostname() and isinstance(pid, int):
-        alive = claims._process_alive(pid)
+        alive = claims.process_alive(pid)
         return None if alive else f"orphaned: its worker (pid {pid} on {host}) is gone"
     if run is not None:
         return "orphaned: its run's heartbeat stopped" if claims.is_orphaned(run) else None

@@ -66,9 +66,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any] | None:
         return None
     client = tracking.client_for(task["tracking_uri"])
     experiment_id = tracking.experiment_id_for(client, task["experiment"], task["tracking_uri"])
-    runs = tracking.runs_with_hashes(client, experiment_id, [spec.spec_hash])[spec.spec_hash]
-    claims.retire_orphans(client, runs)
-    state = claims.cell_state(client.get_run(r.info.run_id) for r in runs)
+    state = claims.settled_cell_states(client, experiment_id, [spec.spec_hash])[spec.spec_hash]
     wanted = {"missing"} | ({"failed"} if task["retry_failed"] or task["force"] else set())
     if task["force"]:
         wanted.add("done")

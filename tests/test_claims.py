@@ -51,3 +51,34 @@ def test_a_claimed_attempt_is_won_once(tracking_uri: str) -> None:
     assert claims.claim(client, experiment_id, "abc", runs=[]) == 0
     assert claims.claim(client, experiment_id, "abc", runs=[]) is None  # fresh claim: not abandoned
     assert {e.name for e in client.search_experiments()} == {"claims", "Default"}
+
+
+def test_a_worker_that_finishes_and_exits_after_the_read_leaves_its_cell_done(tracking_uri: str) -> None:
+    # The race behind a cell run twice by two grid commands: the status was read while the worker
+    # lived, the worker then finished the run and exited, and only then was its process checked.
+    client = tracking.client_for(tracking_uri)
+    experiment_id = client.create_experiment("claims")
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    run = _running_run(client, experiment_id, worker.pid)
+    read_while_alive = client.get_run(run.info.run_id)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    worker.kill()
+    worker.wait()
+
+    state = claims.cell_state([claims.settle(client, read_while_alive)])
+    assert state.status == "done"
+    assert state.finished_run_id == run.info.run_id
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_a_live_workers_run_stays_running_and_a_dead_ones_is_killed_with_tags(tracking_uri: str) -> None:
+    client = tracking.client_for(tracking_uri)
+    experiment_id = client.create_experiment("claims")
+    live = _running_run(client, experiment_id, pid=1)
+    dead = _running_run(client, experiment_id, _dead_pid())
+
+    assert claims.cell_state([claims.settle(client, live)]).status == "running"
+    settled = claims.settle(client, dead, tags={"litbench.trial.state": "failed"})
+    assert settled.info.status == "KILLED"
+    assert settled.data.tags["litbench.trial.state"] == "failed"
+    assert claims.cell_state([settled]).status == "missing"  # so the next attempt may claim it

@@ -46,7 +46,11 @@ def runs_by_status(uri: str, experiment: str) -> dict[str, list]:
 def finished_once_per_hash(uri: str, experiment: str, cells: int) -> dict[str, str]:
     finished = runs_by_status(uri, experiment).get("FINISHED", [])
     hashes = [r.data.tags["litbench.spec_hash"] for r in finished]
-    assert len(finished) == cells, f"{len(finished)} FINISHED runs for {cells} cells"
+    detail = sorted(
+        (r.data.tags["litbench.spec_hash"][:8], r.data.tags.get("litbench.attempt"), r.info.start_time)
+        for r in finished
+    )  # (hash, attempt, start) of each, so a flaky double run says which attempts ran
+    assert len(finished) == cells, f"{len(finished)} FINISHED runs for {cells} cells: {detail}"
     assert len(set(hashes)) == cells, "a cell FINISHED twice"
     return {r.data.tags["litbench.spec_hash"]: r.info.run_id for r in finished}
 
