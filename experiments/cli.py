@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
             "(orphaned runs); failed cells with --retry-failed; everything with --force. Several grid "
             "commands, on one machine or several sharing a tracking server, can work one grid at once: "
             "each cell runs exactly once. A failed cell is recorded and the grid goes on; exit status 0 "
-            "when every cell finished, 1 otherwise. Ends with a table of every cell and a summary."
+            "when every cell finished, 1 otherwise. Ends with a table of every cell and a summary. A grid "
+            "with a `tune:` block first tunes each configuration (a cell less its seed) in an Optuna study "
+            "of its own (<grid>-<config>, resumed when it exists), then runs each configuration's best "
+            "trial with every seed; exit status 1, before any grid run, when a study stopped short."
         ),
     )
     grid.add_argument("grid", help="a grid YAML file, e.g. experiments/grids/quickstart.yaml")
@@ -49,13 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the plan (runs, hashes, done/missing/failed/running) only",
+        help="print the plan (runs, hashes, done/missing/failed/running; a tuned grid's studies) only",
     )
     grid.add_argument(
         "--workers",
         type=_positive_int,
         default=1,
-        help="runs at once on CPU; each gets cores/N threads (default: 1)",
+        help="runs (and a tuned grid's trials) at once on CPU; each gets cores/N threads (default: 1)",
     )
     grid.add_argument(
         "--runs-per-gpu",
@@ -119,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser(
         "report",
-        help="write comparison tables, plots and a summary of a grid from its MLflow runs",
+        help="write comparison tables, plots and a summary of a grid (or of an Optuna study)",
         description=(
             "Read the grid's runs from MLflow (the tracker is the only source) and write to OUT: "
             "summary.md (what won, by how much, how sure); tables.md, tables.tex (booktabs) and "
@@ -127,12 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
             "the 95%% Student-t CI over seeds, marginal tables per factor, every configuration against "
             "the best (Welch's t-test, Holm-adjusted) and the failed runs; the same tables unrounded as "
             "CSV, plus runs.csv; learning_curves.png, factors.png and heatmap.png. The same store gives "
-            "byte-identical tables."
+            "byte-identical tables. For a study of `litbench tune`, the trials are read (read-only) from "
+            "the Optuna storage its parent run records and OUT gets summary.md, trials.csv, "
+            "best_trials.md, optimization_history.png, param_importances.png (fANOVA), "
+            "intermediate_values.png and report.html."
         ),
     )
-    report.add_argument("grid", help="the grid's experiment name, or its YAML file (its `name` is used)")
+    report.add_argument(
+        "grid", help="the grid's or study's experiment name, or its YAML file (its `name` is used)"
+    )
     report.add_argument("--tracking-uri", help=TRACKING_HELP)
-    report.add_argument("--out", help="output directory (default: reports/<grid>)")
+    report.add_argument("--out", help="output directory (default: reports/<grid or study>)")
     report.add_argument(
         "--metric",
         help="tracked metric to rank by, e.g. test/acc, val/loss, perf/fit_time_s (default: the task's "
@@ -312,9 +320,26 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     quiet_libraries()
     console = _console()
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    if grid.tune is not None:  # each configuration's study first; its cells then run its best spec
+        from experiments.tuned_grid import tune_grid
+
+        tuned = tune_grid(
+            grid,
+            cells,
+            tracking_uri=uri,
+            data_dir=resolve_data_dir(args.data_dir),
+            console=console,
+            workers=args.workers,
+            dry_run=args.dry_run,
+            where=args.grid,
+        )
+        if tuned.problem:
+            _error(tuned.problem)
+            return EXIT_RUN_FAILED
+        cells = tuned.cells
     if args.dry_run:
-        states = plan(cells, grid.name, uri)
-        _print_plan(console, cells, states)
+        if cells or grid.tune is None:  # a tuned grid's cells may all wait for their studies
+            _print_plan(console, cells, plan(cells, grid.name, uri))
         return EXIT_OK
     data_dir = resolve_data_dir(args.data_dir)
     # checks the data sets and finds the GPUs in a forked process while this one reads the store
@@ -576,21 +601,35 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from experiments import tracking
-    from reports.build import write_report
+    from reports.study import is_study
 
     experiment = _grid_name(args.grid)
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    out = Path(args.out) if args.out else None
     console = _console()
     with console.status("reading runs", spinner="dots") as status:
-        report = write_report(
-            uri,
-            experiment,
-            Path(args.out) if args.out else None,
-            metric=args.metric,
-            mode=args.mode,
-            progress=lambda step: status.update(step),
-        )
-    console.print((report.out_dir / "summary.md").read_text())
+        if is_study(uri, experiment):  # `litbench tune` made it: its trials come from the Optuna storage
+            from reports.collect import ReportInputError
+            from reports.study import write_study_report
+
+            if args.metric or args.mode:
+                raise ReportInputError(
+                    f"{experiment!r} is an Optuna study, ranked by the objective and direction it was "
+                    "tuned on; --metric and --mode apply to grids only: drop them"
+                )
+            report = write_study_report(uri, experiment, out, progress=lambda step: status.update(step))
+        else:
+            from reports.build import write_report
+
+            report = write_report(
+                uri,
+                experiment,
+                out,
+                metric=args.metric,
+                mode=args.mode,
+                progress=lambda step: status.update(step),
+            )
+    console.print((report.out_dir / "summary.md").read_text(), markup=False)
     console.print(
         f"[bold]wrote {len(report.files)} files to {report.out_dir}/:[/] "
         + ", ".join(str(p.relative_to(report.out_dir)) for p in report.files)

@@ -16,6 +16,9 @@ exclude:                    # drop the product's cells matching any entry (a lis
 include:                    # extra cells: partial specs over the base, run for every seed
   - {model.name: cnn, optimizer: {name: adamw, lr: 0.003}}
 seeds: [0, 1]
+tune:                       # optional: tune each configuration first, then run its best over the seeds
+  space: {optimizer.lr: {type: float, low: 1.0e-4, high: 0.3, log: true}}
+  trials: 12                # see experiments/tuned_grid.py
 ```
 
 Cells come in a fixed order: the product of ``axes`` then ``zip`` groups (in file order, the last
@@ -29,10 +32,11 @@ from __future__ import annotations
 import copy
 import difflib
 import itertools
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -105,6 +109,24 @@ class _Source:
         return f"{self.path}:{line}" if line else self.path
 
 
+class TuneSpec(StrictModel):
+    """A grid's ``tune:`` block: one Optuna study per configuration before the grid runs.
+
+    The keys are a study file's (``experiments/study.py``) less its name and base, which each
+    configuration supplies; ``space``, ``sampler`` and ``pruner`` are checked in full by
+    ``experiments.tuned_grid``, which needs the study schema (study.py imports this module).
+    """
+
+    space: dict[str, Any] = Field(min_length=1)  # as a study file's space; no key the grid varies
+    objective: str | None = None  # default val/<the task's metric>
+    direction: Literal["maximize", "minimize"] | None = None  # default: the task's mode
+    sampler: dict[str, Any] | str | None = None  # default {name: tpe, seed: 0}
+    pruner: dict[str, Any] | str | None = None  # default {name: median}
+    trials: int = Field(20, ge=1)  # finished trials per configuration: the same budget for each
+    max_failures: int = Field(10, ge=1)  # a study stops after this many failed trials in one command
+    seed: int = 0  # the training seed of every trial; the grid's seeds are for the re-runs
+
+
 class GridSpec(StrictModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     description: str = ""
@@ -115,6 +137,7 @@ class GridSpec(StrictModel):
     exclude: list[Entry] = Field(default_factory=list)
     include: list[Entry] = Field(default_factory=list)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    tune: TuneSpec | None = None
     _source: _Source | None = PrivateAttr(default=None)
 
     @field_validator("axes")
@@ -149,12 +172,14 @@ class GridCell:
 
     ``factors`` maps each axis the cell sets (an ``axes`` key, a ``zip`` key, an ``include`` key) to the
     label of its value there; runs carry them as tags, so a report groups by the grid's own axes.
+    ``tags`` are more tags for its run (a tuned grid records the study its spec came from).
     """
 
     run_name: str
     config: str
     spec: RunSpec
     factors: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> GridSpec:
@@ -415,6 +440,8 @@ def _fields_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
     for part in loc:
         field = model.model_fields.get(str(part))
         annotation = field.annotation if field else None
+        if get_origin(annotation) in (Union, types.UnionType):  # an optional section: `tune: ... | None`
+            annotation = next((a for a in get_args(annotation) if a is not type(None)), None)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation

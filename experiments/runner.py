@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -158,18 +158,21 @@ def execute(
     attempt: int | None = None,
     extra_callbacks: Sequence[L.Callback] = (),
     stop_on: tuple[type[BaseException], ...] = (),
+    after_fit: Callable[[], None] | None = None,
 ) -> RunResult:
     """Train, test and track one run. Returns a FINISHED result or raises RunFailedError.
 
     ``extra_callbacks`` join the trainer's own (a tuning trial's pruning callback). An exception of a
     type in ``stop_on`` ends the run as KILLED and raises RunStoppedError (the exception is its cause).
+    ``after_fit`` is called on every rank once all ranks have fitted, before the test: a DDP tuning
+    trial raises its pruning there, on every rank alike, so no rank is left waiting in the test.
 
     Under DDP the launcher starts this same command again for every other rank; those processes
     train with the same spec but track nothing, so a DDP run is one tracked run.
     """
     quiet_libraries()
     if launched_rank() > 0:
-        return _execute_other_rank(spec, data_dir)
+        return _execute_other_rank(spec, data_dir, extra_callbacks, after_fit)
     prepared = prepare(spec, data_dir)
     run_name = run_name or spec.default_run_name()
     protocol = prepared.datamodule.protocol
@@ -198,7 +201,7 @@ def execute(
         logger = BufferedMLFlowLogger(experiment_name=experiment, tracking_uri=tracking_uri, run_id=run_id)
         with claims.Heartbeat(client, run_id), tempfile.TemporaryDirectory(prefix="litbench-") as workdir:
             os.environ[WORKDIR_ENV] = workdir  # DDP ranks started during fit inherit it
-            trainer, tested, clock = _fit_and_test(prepared, logger, workdir, extra_callbacks)
+            trainer, tested, clock = _fit_and_test(prepared, logger, workdir, extra_callbacks, after_fit)
             summary = clock.summary()
             if (
                 getattr(prepared.datamodule, "tokenize_s", None) is not None
@@ -227,18 +230,28 @@ def execute(
         os.environ.pop(WORKDIR_ENV, None)
 
 
-def _execute_other_rank(spec: RunSpec, data_dir: Path) -> RunResult:
-    """A DDP rank other than 0: the same fit and test, no tracking; rank 0 owns the run."""
+def _execute_other_rank(
+    spec: RunSpec,
+    data_dir: Path,
+    extra_callbacks: Sequence[L.Callback] = (),
+    after_fit: Callable[[], None] | None = None,
+) -> RunResult:
+    """A DDP rank other than 0: the same fit and test (and callbacks: they may talk across ranks),
+    no tracking; rank 0 owns the run."""
     prepared = prepare(spec, data_dir)
     workdir = os.environ.get(WORKDIR_ENV)
     if not workdir:
         raise RuntimeError(f"DDP rank {launched_rank()} started without {WORKDIR_ENV} from rank 0")
-    _fit_and_test(prepared, logger=False, workdir=workdir)
+    _fit_and_test(prepared, False, workdir, extra_callbacks, after_fit)
     return RunResult("", spec.default_run_name(), spec.spec_hash, "FINISHED")
 
 
 def _fit_and_test(
-    prepared: Prepared, logger: Any, workdir: str, extra_callbacks: Sequence[L.Callback] = ()
+    prepared: Prepared,
+    logger: Any,
+    workdir: str,
+    extra_callbacks: Sequence[L.Callback] = (),
+    after_fit: Callable[[], None] | None = None,
 ) -> tuple[L.Trainer, list, BenchmarkClock]:
     """Fit, then test on the best validation checkpoint (kept in ``workdir``, shared by all ranks)."""
     spec, datamodule = prepared.spec, prepared.datamodule
@@ -260,6 +273,9 @@ def _fit_and_test(
         callbacks.append(EarlyStopping(monitor=monitor, mode=protocol.mode, patience=patience))
     trainer = build_trainer(spec, callbacks, logger, workdir)
     trainer.fit(prepared.module, datamodule=datamodule)
+    if after_fit is not None:
+        trainer.strategy.barrier("litbench-after-fit")  # what rank 0 wrote during fit is in place
+        after_fit()
     ckpt_path = "best" if best.best_model_path else None
     tested = trainer.test(prepared.module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
     return trainer, tested, clock

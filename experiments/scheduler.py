@@ -90,11 +90,11 @@ def start_fork_server() -> None:
     """Start the fork server now, so its imports overlap with the grid command's own start-up."""
     import multiprocessing.forkserver
 
-    _fork_context()
+    fork_context()
     multiprocessing.forkserver.ensure_running()
 
 
-def _fork_context() -> multiprocessing.context.BaseContext:
+def fork_context() -> multiprocessing.context.BaseContext:
     """A fork server that imports torch, Lightning and MLflow once; each run forks from it.
 
     A process per run keeps failures apart; forking from a warm server spares every run the ten
@@ -126,7 +126,7 @@ class Preflight:
         specs = sorted({json.dumps(c.spec.data.model_dump(mode="json"), sort_keys=True) for c in cells})
         self._scratch = tempfile.TemporaryDirectory(prefix="litbench-preflight-")
         self._report = Path(self._scratch.name) / "report.json"
-        self._child = _fork_context().Process(
+        self._child = fork_context().Process(
             target=_check_data, args=(specs, str(data_dir), str(self._report))
         )
         self._child.start()
@@ -306,6 +306,7 @@ def _start(
         "run_name": cell.run_name,
         "config": cell.config,
         "factors": cell.factors,
+        "tags": cell.tags,
         "experiment": experiment,
         "tracking_uri": tracking_uri,
         "data_dir": str(data_dir.resolve()),
@@ -318,7 +319,7 @@ def _start(
     if cell.spec.trainer.devices == 1 or cell.spec.trainer.devices == "auto":
         from experiments.worker import run_forked
 
-        process = _fork_context().Process(
+        process = fork_context().Process(
             target=run_forked, args=(str(task_path), str(outcome_path), str(log_path), env), daemon=False
         )
         process.start()
@@ -328,7 +329,7 @@ def _start(
     with log_path.open("wb") as log:
         popen = subprocess.Popen(
             [sys.executable, "-m", "experiments.worker", str(task_path), str(outcome_path)],
-            env={**_base_env(), **env},
+            env={**base_env(), **env},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -336,7 +337,7 @@ def _start(
     return _Running(cell, _Job(popen), allocation, outcome_path, log_path)
 
 
-def _base_env() -> dict[str, str]:
+def base_env() -> dict[str, str]:
     env = dict(os.environ)
     # The workers import this package from wherever the grid command found it.
     root = str(Path(__file__).resolve().parents[1])

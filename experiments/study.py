@@ -173,10 +173,6 @@ def check_study(study: StudySpec, source: _Source | None = None) -> None:
             for e in err.errors()
         ]
         raise SpecError("; ".join(problems) + ".") from None
-    if base.trainer.devices not in (1, "auto"):
-        raise SpecError(
-            f"{source.line(('base', 'trainer', 'devices'))}: a study trains each trial on one device"
-        )
     known = set(base.flat_params())
     earlier: list[str] = []
     for key, param in study.space.items():

@@ -296,7 +296,7 @@ def _orphaned(trial: FrozenTrial, run) -> str | None:
 # ---------------------------------------------------------------- trials
 
 
-class _BestValue(L.Callback):
+class BestValue(L.Callback):
     """The objective's best validation value over the epochs: the trial's value."""
 
     def __init__(self, monitor: str, direction: str) -> None:
@@ -355,7 +355,9 @@ def _objective(task: dict[str, Any], spec: StudySpec) -> Callable[[optuna.Trial]
                 {k: label(k, v) if isinstance(v, dict | list) else str(v) for k, v in chosen.items()}
             ),
         }
-        best = _BestValue(metric, direction)
+        if is_ddp(run_spec):
+            return _ddp_trial(trial, run_spec, run_name, tags, task, fail)
+        best = BestValue(metric, direction)
         try:
             result = execute(
                 run_spec,
@@ -387,6 +389,83 @@ def _objective(task: dict[str, Any], spec: StudySpec) -> Callable[[optuna.Trial]
         return best.value
 
     return objective
+
+
+def is_ddp(spec) -> bool:
+    """Whether the run trains on several processes (Lightning's launcher starts the other ranks)."""
+    return isinstance(spec.trainer.devices, int) and spec.trainer.devices > 1
+
+
+def _ddp_trial(
+    trial: optuna.Trial,
+    run_spec,
+    run_name: str,
+    tags: dict[str, str],
+    task: dict[str, Any],
+    fail: Callable[..., TrialFailedError],
+) -> float:
+    """A DDP trial: trained by ``experiments.tune_trial`` in a process of its own (Lightning's launcher
+    re-runs a command line for the other ranks); this process keeps the trial and tells Optuna."""
+    import subprocess
+    import sys
+
+    from experiments.scheduler import base_env
+
+    with tempfile.TemporaryDirectory(prefix="litbench-trial-") as scratch:
+        task_path, outcome_path = Path(scratch) / "task.json", Path(scratch) / "outcome.json"
+        log_path = Path(scratch) / "trial.log"
+        task_path.write_text(
+            json.dumps(
+                {
+                    "study_name": trial.study.study_name,
+                    "study": task["study"],
+                    "storage": task["storage"],
+                    "trial_id": trial._trial_id,
+                    "objective": task["objective"],
+                    "direction": task["direction"],
+                    "spec": run_spec.model_dump(mode="json"),
+                    "experiment": trial.study.study_name,  # the study is its own experiment
+                    "tracking_uri": task["tracking_uri"],
+                    "data_dir": task["data_dir"],
+                    "run_name": run_name,
+                    "tags": tags,
+                }
+            )
+        )
+        threads = int(os.environ.get("LITBENCH_NUM_THREADS") or os.cpu_count() or 1)
+        env = {**base_env(), "LITBENCH_NUM_THREADS": str(max(1, threads // run_spec.trainer.devices))}
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "experiments.tune_trial", str(task_path), str(outcome_path)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+            try:
+                code = process.wait()
+            except BaseException:  # Ctrl-C: rank 0 ends its run KILLED, then this trial fails
+                process.terminate()
+                process.wait(timeout=60)
+                raise
+        if not outcome_path.exists():
+            tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-3:])
+            raise fail(trial, f"the DDP trial process exited {code} without an outcome: {tail}")
+        outcome = json.loads(outcome_path.read_text())
+    client = tracking.client_for(task["tracking_uri"])
+    run_id = outcome.get("run_id")
+    if run_id:
+        trial.set_user_attr(ATTR_RUN_ID, run_id)
+    if outcome["status"] == "pruned":
+        client.set_tag(run_id, TAG_TRIAL_STATE, "pruned")
+        raise optuna.TrialPruned(outcome["message"])
+    if outcome["status"] == "failed":
+        raise fail(trial, outcome["failure"], run_id)
+    if outcome["value"] is None:
+        raise fail(trial, f"{task['objective']} was never logged with a finite value", run_id)
+    client.set_tag(run_id, TAG_TRIAL_STATE, "complete")
+    client.log_metric(run_id, "study/objective", outcome["value"])
+    return outcome["value"]
 
 
 def failures_since(study: optuna.Study, first_number: int) -> int:
@@ -455,7 +534,7 @@ def _run_workers(
 ) -> list[str]:
     """K worker processes on the study; reports each trial as it ends. Returns problems of dead workers."""
     from experiments.devices import DevicePool
-    from experiments.scheduler import _fork_context
+    from experiments.scheduler import fork_context
 
     pool = DevicePool(
         workers=len(shares), gpus=gpus, runs_per_gpu=max(1, -(-len(shares) // max(1, len(gpus))))
@@ -466,10 +545,10 @@ def _run_workers(
         workers = []
         try:
             for i, share in enumerate(shares):
-                allocation = pool.acquire(1, gpu=on_gpu)
+                allocation = pool.acquire(task["devices"] if on_gpu else 1, gpu=on_gpu)
                 seed = None if task["seed"] is None else task["seed"] + 1000 * i
                 log_path = str(Path(scratch) / f"worker{i}.log")
-                process = _fork_context().Process(
+                process = fork_context().Process(
                     target=_worker, args=({**task, "seed": seed}, share, allocation.environment(), log_path)
                 )
                 process.start()
@@ -526,6 +605,13 @@ def run_study(
     if spec.sampler.name == "grid":  # a grid has so many points; beyond them it would only repeat
         target = min(target, math.prod(len(values) for values in grid_space(spec.space).values()))
     location = resolve_storage(storage, tracking_uri)
+    if is_ddp(spec.base_spec()) and "://" not in location:
+        raise SpecError(
+            f"study {spec.name!r} trains each trial with DDP (trainer.devices = "
+            f"{spec.base_spec().trainer.devices}), and its pruning needs an RDB storage that every rank "
+            f"opens (optuna-integration's DDP contract); the journal file {location} is not one. Drop "
+            "--storage for the default SQLite storage, or give sqlite:///path.db or postgresql://..."
+        )
     study = prepare_study(spec, location)
     client = tracking.client_for(tracking_uri)
     experiment_id = tracking.experiment_id_for(client, spec.name, tracking_uri)
@@ -545,6 +631,7 @@ def run_study(
             "direction": objective.direction,
             "target": target,
             "first_number": first_number,
+            "devices": base.trainer.devices if is_ddp(base) else 1,
         }
         while True:
             retire_stale(study, client, experiment_id)

@@ -86,6 +86,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any] | None:
                 tracking.TAG_GRID: task["experiment"],
                 tracking.TAG_CONFIG: task["config"],
                 **tracking.factor_tags(task.get("factors", {})),
+                **task.get("tags", {}),  # e.g. the study a tuned grid's cell came from
             },
             attempt=attempt,
         )

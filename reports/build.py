@@ -16,8 +16,6 @@ A grid over several tasks (``data.task: [sst2, mrpc]``) gets all of that per tas
 
 from __future__ import annotations
 
-import base64
-import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -251,43 +249,7 @@ def _latex_escape(text: object) -> str:
     return text
 
 
-_CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem auto;
-       max-width: 1200px; color: #222; line-height: 1.45; padding: 0 1rem; }
-h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
-table.litbench { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0 1rem; }
-table.litbench th { text-align: left; border-bottom: 2px solid #333; padding: 4px 10px; }
-table.litbench td { border-bottom: 1px solid #e4e4e4; padding: 3px 10px; white-space: nowrap; }
-table.litbench tr:first-child td { font-weight: 600; }
-table.litbench tr:nth-child(even) td { background: #f7f7f9; }
-code { background: #f2f2f5; padding: 0 3px; border-radius: 3px; }
-figure { margin: 1rem 0; } img { max-width: 100%; border: 1px solid #eee; }
-.summary { background: #f6f8fb; border-left: 4px solid #4c72b0; padding: 0.5rem 1rem; }
-"""
-
-
 def _html(experiment: str, summary: str, tables: dict[str, pd.DataFrame], figures: dict[str, Path]) -> str:
-    paragraphs = [p for p in summary.split("\n\n")[1:] if p.strip()]  # the heading becomes <h1>
-    body = [f"<h1>{html.escape(experiment)}</h1>", '<div class="summary">']
-    body += [f"<p>{_inline_markdown(p)}</p>" for p in paragraphs]
-    body.append("</div>")
-    for title, frame in tables.items():
-        body.append(f"<h2>{html.escape(title)}</h2>")
-        body.append(frame.to_html(index=False, border=0, classes="litbench") if len(frame) else "<p>none</p>")
-    for title, path in figures.items():
-        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-        body.append(f"<h2>{html.escape(title)}</h2>")
-        body.append(
-            f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{encoded}"></figure>'
-        )
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{html.escape(experiment)}: litbench report</title>\n<style>{_CSS}</style>\n</head>\n"
-        "<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
-    )
-
-
-def _inline_markdown(text: str) -> str:
-    text = html.escape(text.strip())
-    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+    sections = [formatting.html_table(title, frame) for title, frame in tables.items()]
+    sections += [formatting.html_figure(title, path) for title, path in figures.items()]
+    return formatting.html_page(experiment, summary, sections)

@@ -1,11 +1,17 @@
 """Fixed rounding of the raw tables into display tables: what Markdown, LaTeX and HTML print.
 
 Rounding is by column kind, never by value, so the same store prints the same digits every time.
+The HTML helpers at the end make the one self-contained page every report writes (grid and study).
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import math
+import re
+from collections.abc import Iterable
+from pathlib import Path
 
 import pandas as pd
 
@@ -128,3 +134,54 @@ def unfinished(tables: ReportTables) -> pd.DataFrame:
             "run id": raw["run_id"].astype(str),
         }
     )
+
+
+# ---------------------------------------------------------------- one self-contained HTML page
+
+HTML_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem auto;
+       max-width: 1200px; color: #222; line-height: 1.45; padding: 0 1rem; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
+table.litbench { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0 1rem; }
+table.litbench th { text-align: left; border-bottom: 2px solid #333; padding: 4px 10px; }
+table.litbench td { border-bottom: 1px solid #e4e4e4; padding: 3px 10px; white-space: nowrap; }
+table.litbench tr:first-child td { font-weight: 600; }
+table.litbench tr:nth-child(even) td { background: #f7f7f9; }
+code { background: #f2f2f5; padding: 0 3px; border-radius: 3px; }
+figure { margin: 1rem 0; } img { max-width: 100%; border: 1px solid #eee; }
+.summary { background: #f6f8fb; border-left: 4px solid #4c72b0; padding: 0.5rem 1rem; }
+"""
+
+
+def html_page(title: str, summary: str, sections: Iterable[str]) -> str:
+    """The summary's paragraphs (its Markdown heading becomes the page's <h1>), then ``sections``."""
+    paragraphs = [p for p in summary.split("\n\n")[1:] if p.strip()]
+    body = [f"<h1>{html.escape(title)}</h1>", '<div class="summary">']
+    body += [f"<p>{inline_markdown(p)}</p>" for p in paragraphs]
+    body.append("</div>")
+    body += sections
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}: litbench report</title>\n<style>{HTML_CSS}</style>\n</head>\n"
+        "<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
+    )
+
+
+def html_table(title: str, frame: pd.DataFrame) -> str:
+    table = frame.to_html(index=False, border=0, classes="litbench") if len(frame) else "<p>none</p>"
+    return f"<h2>{html.escape(title)}</h2>\n{table}"
+
+
+def html_figure(title: str, path: Path) -> str:
+    """The PNG inlined as base64, so the page is one file that can be mailed or attached."""
+    encoded = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return (
+        f"<h2>{html.escape(title)}</h2>\n"
+        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{encoded}"></figure>'
+    )
+
+
+def inline_markdown(text: str) -> str:
+    text = html.escape(text.strip())
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)

@@ -268,3 +268,44 @@ def test_sigkilled_tune_resumes_to_exactly_n_finished_trials(tmp_path: Path, tra
         [client.get_experiment_by_name("tiny").experiment_id], f"tags.`litbench.trial.number` = '{killed}'"
     )[0]
     assert run.info.status == "KILLED" and run.data.tags["litbench.trial.state"] == "failed"
+
+
+def test_ddp_study_on_two_cpu_processes_prunes_through_the_rdb_storage(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    """Acceptance 4: every trial trains on 2 gloo processes; rank 0 reports, the ranks stop together,
+    and check_pruned after fit raises the pruning on both (optuna-integration's DDP contract)."""
+    base = TINY_BASE.replace(
+        "max_epochs: 1, limit_train_batches: 2, limit_val_batches: 2, accelerator: cpu",
+        "max_epochs: 3, limit_train_batches: 6, limit_val_batches: 2, accelerator: cpu, devices: 2, "
+        "strategy: ddp",
+    )
+    text = base + "space:\n  optimizer.lr: {type: float, low: 1.0e-8, high: 0.05, log: true}\n"
+    text += "sampler: {name: tpe, seed: 0}\npruner: {name: median, n_startup_trials: 2, n_warmup_steps: 0}\n"
+    spec = load_study_spec(study_file(tmp_path, text, name="ddp"))
+    storage = storage_url(tmp_path)
+    study = prepare_study(spec, storage)
+    for lr in (0.02, 0.03, 1e-8):
+        study.enqueue_trial({"optimizer.lr": lr})
+    outcome = run_study(spec, tracking_uri=tracking_uri, data_dir=tmp_path, trials=3, storage=storage)
+
+    assert numbers_by_state(outcome.study) == {TrialState.COMPLETE: [0, 1], TrialState.PRUNED: [2]}
+    pruned = outcome.study.trials[2]
+    assert pruned.system_attrs.get("ddp_pl:pruned") is True, "rank 0 stored the pruning for the ranks"
+    assert outcome.best.value > 0.3
+    client = client_for(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
+    trials = {r.data.tags["litbench.trial.number"]: r for r in runs if "litbench.trial.number" in r.data.tags}
+    assert sorted(trials) == ["0", "1", "2"], "one tracked run per trial, not one per rank"
+    assert [trials[n].info.status for n in "012"] == ["FINISHED", "FINISHED", "KILLED"]
+    assert [trials[n].data.tags["litbench.trial.state"] for n in "012"] == ["complete", "complete", "pruned"]
+    assert trials["0"].data.params["trainer.devices"] == "2"
+    assert "test/acc" in trials["0"].data.metrics and "test/acc" not in trials["2"].data.metrics
+    assert trials["0"].data.metrics["study/objective"] == pytest.approx(outcome.study.trials[0].value)
+
+
+def test_ddp_study_refuses_a_journal_storage(tmp_path: Path, tracking_uri: str) -> None:
+    base = TINY_BASE.replace("accelerator: cpu", "accelerator: cpu, devices: 2, strategy: ddp")
+    spec = load_study_spec(study_file(tmp_path, base + LR_SPACE, name="ddpj"))
+    with pytest.raises(SpecError, match="needs an RDB storage"):
+        run_study(spec, tracking_uri=tracking_uri, data_dir=tmp_path, storage=str(tmp_path / "s.journal"))
