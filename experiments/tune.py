@@ -197,17 +197,25 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 
 
 def parent_run(client, experiment_id: str, spec: StudySpec, location: str) -> str:
-    """The study's parent run: found by its tags, else created with the study file as an artifact."""
-    found = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{TAG_ROLE}` = 'parent' and tags.`{TAG_STUDY}` = '{spec.name}'",
-        order_by=["attributes.start_time ASC"],
-        max_results=1,
-    )
-    if found:
-        run_id = found[0].info.run_id
-        client.update_run(run_id, status="RUNNING")
-        return run_id
+    """The study's parent run: found by its tags, else created with the study file as an artifact.
+
+    Commands started together on a fresh study (several machines, one tracking server) would each
+    create one; the one that wins the claim (``claims.claim``) creates it and the others wait for it.
+    """
+    while True:
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{TAG_ROLE}` = 'parent' and tags.`{TAG_STUDY}` = '{spec.name}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+        )
+        if found:
+            run_id = found[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+            return run_id
+        if claims.claim(client, experiment_id, f"study-parent-{spec.name}", runs=[]) is not None:
+            break
+        time.sleep(POLL_S)  # another command is creating it (or died doing so: the claim lapses)
     objective = resolve_objective(spec)
     tags = {
         TAG_STUDY: spec.name,

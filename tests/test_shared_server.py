@@ -1,7 +1,9 @@
-"""Two grid commands sharing a real `mlflow server` backed by PostgreSQL, as a team would run them."""
+"""Two grid (and tune) commands sharing a real `mlflow server` backed by PostgreSQL, as a team would run
+them; a study's Optuna storage on PostgreSQL too."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -29,9 +31,9 @@ def _postgres_or_skip():
     return connection
 
 
-@pytest.fixture
-def postgres_database() -> Iterator[str]:
-    """A fresh database for this test, dropped afterwards."""
+@contextlib.contextmanager
+def _fresh_database() -> Iterator[str]:
+    """A fresh database, dropped afterwards."""
     connection = _postgres_or_skip()
     name = f"litbench_{uuid.uuid4().hex[:12]}"
     with connection.cursor() as cursor:
@@ -42,6 +44,20 @@ def postgres_database() -> Iterator[str]:
         with connection.cursor() as cursor:
             cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         connection.close()
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """The tracking server's database."""
+    with _fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def optuna_database() -> Iterator[str]:
+    """A study's RDB storage: a database of its own (Optuna and MLflow both keep alembic_version)."""
+    with _fresh_database() as url:
+        yield url
 
 
 def _free_port() -> int:
@@ -124,3 +140,53 @@ def test_two_grid_commands_share_a_tracking_server(mlflow_server: str, tmp_path:
         assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"spec.yaml", "heatmaps", "model"}
     # the claims are deleted experiments: the UI lists only the grid
     assert {e.name for e in client.search_experiments()} == {"team", "Default"}
+
+
+def test_two_tune_commands_share_a_postgres_study_and_a_tracking_server(
+    mlflow_server: str, optuna_database: str, tmp_path: Path
+) -> None:
+    """Two machines on one study: one parent run, unique trial numbers, each trial's run nested."""
+    (tmp_path / "team_study.yaml").write_text(
+        "name: team_study\nbase:\n  data: {name: digits, batch_size: 32}\n"
+        "  model: {name: mlp, hidden: [16]}\n"
+        "  trainer: {max_epochs: 1, limit_train_batches: 3, limit_val_batches: 2, accelerator: cpu}\n"
+        "  tracking: {heatmaps: 0, log_checkpoint: false}\n"
+        "space:\n  optimizer.lr: {type: float, low: 1.0e-3, high: 0.05, log: true}\npruner: none\ntrials: 3\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": mlflow_server}
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.cli",
+        "tune",
+        "team_study.yaml",
+        "--storage",
+        optuna_database,
+    ]
+    processes = [
+        subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+
+    import optuna
+    from mlflow import MlflowClient
+
+    study = optuna.load_study(study_name="team_study", storage=optuna_database)
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers)) and len(numbers) >= 3
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert 3 <= len(complete) <= 4, "at most one trial past the target per command"
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("team_study")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("litbench.study.role") == "parent"]
+    assert len(parents) == 1, "the two commands share one parent run"
+    assert parents[0].data.tags["litbench.study.storage"] == optuna_database
+    trial_runs = [r for r in runs if r not in parents]
+    assert sorted(int(r.data.tags["litbench.trial.number"]) for r in trial_runs) == sorted(numbers)
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in trial_runs)
+    assert {t.user_attrs["litbench.run_id"] for t in complete} <= {r.info.run_id for r in trial_runs}

@@ -309,3 +309,28 @@ def test_ddp_study_refuses_a_journal_storage(tmp_path: Path, tracking_uri: str) 
     spec = load_study_spec(study_file(tmp_path, base + LR_SPACE, name="ddpj"))
     with pytest.raises(SpecError, match="needs an RDB storage"):
         run_study(spec, tracking_uri=tracking_uri, data_dir=tmp_path, storage=str(tmp_path / "s.journal"))
+
+
+def test_a_second_command_waits_for_the_parent_run_the_first_is_creating(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    """Two commands on a fresh study must share one parent run: the claim's loser waits for it."""
+    import threading
+
+    from experiments import claims, tracking
+    from experiments.tune import parent_run
+
+    spec = load_study_spec(study_file(tmp_path, TINY_BASE + LR_SPACE))
+    client = client_for(tracking_uri)
+    experiment_id = tracking.experiment_id_for(client, "tiny", tracking_uri)
+    assert claims.claim(client, experiment_id, "study-parent-tiny", runs=[]) == 0  # the first command
+    found: list[str] = []
+    second = threading.Thread(target=lambda: found.append(parent_run(client, experiment_id, spec, "db")))
+    second.start()
+    time.sleep(3)
+    assert not found and not client.search_runs([experiment_id]), "the second command created nothing"
+    first = client.create_run(
+        experiment_id, tags={"litbench.study.role": "parent", "litbench.study": "tiny"}
+    )  # what the first command's parent_run creates once it has claimed
+    second.join(timeout=30)
+    assert found == [first.info.run_id]
