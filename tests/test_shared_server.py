@@ -110,22 +110,27 @@ def _stop(server: subprocess.Popen) -> None:
             continue
 
 
+def run_two_commands_at_once(args: list[str], cwd: Path, tracking_uri: str) -> None:
+    """Two `litbench` commands started together on one tracking server, as on two machines."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": tracking_uri}
+    command = [sys.executable, "-m", "experiments.cli", *args]
+    processes = [
+        subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+
+
 def test_two_grid_commands_share_a_tracking_server(mlflow_server: str, tmp_path: Path) -> None:
     (tmp_path / "team.yaml").write_text(
         "name: team\nbase:\n  data: {name: digits, batch_size: 32}\n  model: {name: mlp, hidden: [16]}\n"
         "  trainer: {max_epochs: 1, limit_train_batches: 3, limit_val_batches: 2, accelerator: cpu}\n"
         "  tracking: {heatmaps: 2}\naxes:\n  optimizer.lr: [0.001, 0.01]\nseeds: [0, 1]\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": mlflow_server}
-    command = [sys.executable, "-m", "experiments.cli", "grid", "team.yaml"]
-    processes = [
-        subprocess.Popen(
-            command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for _ in range(2)
-    ]
-    outputs = [p.communicate(timeout=600)[0] for p in processes]
-    assert [p.returncode for p in processes] == [0, 0], outputs
+    run_two_commands_at_once(["grid", "team.yaml"], tmp_path, mlflow_server)
 
     from mlflow import MlflowClient
 
@@ -153,24 +158,9 @@ def test_two_tune_commands_share_a_postgres_study_and_a_tracking_server(
         "  tracking: {heatmaps: 0, log_checkpoint: false}\n"
         "space:\n  optimizer.lr: {type: float, low: 1.0e-3, high: 0.05, log: true}\npruner: none\ntrials: 3\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": mlflow_server}
-    command = [
-        sys.executable,
-        "-m",
-        "experiments.cli",
-        "tune",
-        "team_study.yaml",
-        "--storage",
-        optuna_database,
-    ]
-    processes = [
-        subprocess.Popen(
-            command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for _ in range(2)
-    ]
-    outputs = [p.communicate(timeout=600)[0] for p in processes]
-    assert [p.returncode for p in processes] == [0, 0], outputs
+    run_two_commands_at_once(
+        ["tune", "team_study.yaml", "--storage", optuna_database], tmp_path, mlflow_server
+    )
 
     import optuna
     from mlflow import MlflowClient
