@@ -155,13 +155,27 @@ def open_storage(location: str) -> optuna.storages.BaseStorage:
             if location.startswith("sqlite:///"):
                 Path(location.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
                 engine = {"connect_args": {"timeout": 60}}  # workers wait for each other's writes
-            _STORAGES[location] = optuna.storages.RDBStorage(
-                location,
-                engine_kwargs=engine,
-                heartbeat_interval=RDB_HEARTBEAT_S,
-                grace_period=RDB_GRACE_S,
-            )
+            _STORAGES[location] = _rdb_storage(location, engine)
     return _STORAGES[location]
+
+
+def _rdb_storage(location: str, engine: dict[str, Any]) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage; commands started together on a fresh database (two machines, one study)
+    both create its tables, and on PostgreSQL the slower one fails on a duplicate type or table: by
+    then the tables exist, so it tries again."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(6):
+        try:
+            return optuna.storages.RDBStorage(
+                location, engine_kwargs=engine, heartbeat_interval=RDB_HEARTBEAT_S, grace_period=RDB_GRACE_S
+            )
+        except (IntegrityError, ProgrammingError, OperationalError) as err:
+            raced = not isinstance(err, OperationalError) or "already exists" in str(err)  # SQLite's way
+            if attempt == 5 or not raced:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def prepare_study(spec: StudySpec, location: str) -> optuna.Study:
