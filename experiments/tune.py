@@ -342,11 +342,9 @@ def run_name_of(number: int, chosen: dict[str, Any]) -> str:
 
 
 def _objective(task: dict[str, Any], spec: StudySpec) -> Callable[[optuna.Trial], float]:
-    from optuna_integration import PyTorchLightningPruningCallback
-
     from experiments.grid import label
-    from experiments.runner import RunFailedError, RunStoppedError, execute
     from experiments.search_space import sample
+    from experiments.tune_trial import train_trial
 
     client = tracking.client_for(task["tracking_uri"])
     metric, direction = task["objective"], task["direction"]
@@ -377,38 +375,24 @@ def _objective(task: dict[str, Any], spec: StudySpec) -> Callable[[optuna.Trial]
                 {k: label(k, v) if isinstance(v, dict | list) else str(v) for k, v in chosen.items()}
             ),
         }
-        if is_ddp(run_spec):
-            return _ddp_trial(trial, run_spec, run_name, tags, task, fail)
-        best = BestValue(metric, direction)
+        job = {
+            "objective": metric,
+            "direction": direction,
+            "experiment": spec.name,  # the study is its own experiment
+            "tracking_uri": task["tracking_uri"],
+            "data_dir": task["data_dir"],
+            "run_name": run_name,
+            "tags": tags,
+        }
         try:
-            result = execute(
-                run_spec,
-                experiment=spec.name,
-                tracking_uri=task["tracking_uri"],
-                data_dir=Path(task["data_dir"]),
-                run_name=run_name,
-                tags=tags,
-                extra_callbacks=[best, PyTorchLightningPruningCallback(trial, monitor=metric)],
-                stop_on=(optuna.TrialPruned,),
-            )
-        except RunStoppedError as err:
-            trial.set_user_attr(ATTR_RUN_ID, err.result.run_id)
-            client.set_tag(err.result.run_id, TAG_TRIAL_STATE, "pruned")
-            raise optuna.TrialPruned(str(err.__cause__)) from None
-        except RunFailedError as err:
-            trial.set_user_attr(ATTR_RUN_ID, err.result.run_id)
-            raise fail(trial, err.result.failure or "failed", err.result.run_id) from None
+            if is_ddp(run_spec):
+                outcome = _ddp_trial(trial, run_spec, job, task, fail)
+            else:
+                outcome = train_trial(trial, run_spec, job, ddp=False)
         except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit; Optuna wants this
             trial.set_user_attr(ATTR_FAILURE, "interrupted")
             raise KeyboardInterrupt from None
-        except Exception as err:  # before its run existed: the data, the model
-            raise fail(trial, f"{type(err).__name__}: {' '.join(str(err).split())}") from None
-        trial.set_user_attr(ATTR_RUN_ID, result.run_id)
-        if best.value is None:
-            raise fail(trial, f"{metric} was never logged with a finite value", result.run_id)
-        client.set_tag(result.run_id, TAG_TRIAL_STATE, "complete")
-        client.log_metric(result.run_id, "study/objective", best.value)
-        return best.value
+        return _tell(trial, outcome, client, metric, fail)
 
     return objective
 
@@ -421,13 +405,12 @@ def is_ddp(spec) -> bool:
 def _ddp_trial(
     trial: optuna.Trial,
     run_spec,
-    run_name: str,
-    tags: dict[str, str],
+    job: dict[str, Any],
     task: dict[str, Any],
     fail: Callable[..., TrialFailedError],
-) -> float:
-    """A DDP trial: trained by ``experiments.tune_trial`` in a process of its own (Lightning's launcher
-    re-runs a command line for the other ranks); this process keeps the trial and tells Optuna."""
+) -> dict[str, Any]:
+    """A DDP trial's outcome: trained by ``experiments.tune_trial`` in a process of its own (Lightning's
+    launcher re-runs a command line for the other ranks); this process keeps the trial."""
     import subprocess
     import sys
 
@@ -439,18 +422,12 @@ def _ddp_trial(
         task_path.write_text(
             json.dumps(
                 {
+                    **job,
                     "study_name": trial.study.study_name,
                     "study": task["study"],
                     "storage": task["storage"],
                     "trial_id": trial._trial_id,
-                    "objective": task["objective"],
-                    "direction": task["direction"],
                     "spec": run_spec.model_dump(mode="json"),
-                    "experiment": trial.study.study_name,  # the study is its own experiment
-                    "tracking_uri": task["tracking_uri"],
-                    "data_dir": task["data_dir"],
-                    "run_name": run_name,
-                    "tags": tags,
                 }
             )
         )
@@ -473,8 +450,18 @@ def _ddp_trial(
         if not outcome_path.exists():
             tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-3:])
             raise fail(trial, f"the DDP trial process exited {code} without an outcome: {tail}")
-        outcome = json.loads(outcome_path.read_text())
-    client = tracking.client_for(task["tracking_uri"])
+        return json.loads(outcome_path.read_text())
+
+
+def _tell(
+    trial: optuna.Trial,
+    outcome: dict[str, Any],
+    client,
+    metric: str,
+    fail: Callable[..., TrialFailedError],
+) -> float:
+    """The trial's value from its outcome, or the exception that tells Optuna it was pruned or failed;
+    the run gets the trial's state as a tag."""
     run_id = outcome.get("run_id")
     if run_id:
         trial.set_user_attr(ATTR_RUN_ID, run_id)
@@ -484,7 +471,7 @@ def _ddp_trial(
     if outcome["status"] == "failed":
         raise fail(trial, outcome["failure"], run_id)
     if outcome["value"] is None:
-        raise fail(trial, f"{task['objective']} was never logged with a finite value", run_id)
+        raise fail(trial, f"{metric} was never logged with a finite value", run_id)
     client.set_tag(run_id, TAG_TRIAL_STATE, "complete")
     client.log_metric(run_id, "study/objective", outcome["value"])
     return outcome["value"]

@@ -40,13 +40,11 @@ def main(argv: list[str]) -> int:
 def run_trial(task: dict[str, Any]) -> dict[str, Any] | None:
     """Rank 0: the outcome. Other ranks: None (they train, rank 0 records)."""
     import optuna
-    from optuna_integration import PyTorchLightningPruningCallback
 
     from experiments.environment import quiet_libraries
-    from experiments.runner import RunFailedError, RunStoppedError, execute
     from experiments.specs import validate_run_spec
     from experiments.study import StudySpec, make_pruner
-    from experiments.tune import BestValue, open_storage, quiet_optuna
+    from experiments.tune import open_storage, quiet_optuna
 
     quiet_libraries()
     quiet_optuna()
@@ -56,22 +54,39 @@ def run_trial(task: dict[str, Any]) -> dict[str, Any] | None:
         study_name=task["study_name"], storage=open_storage(task["storage"]), pruner=pruner
     )
     trial = optuna.trial.Trial(study, task["trial_id"])
-    pruning = PyTorchLightningPruningCallback(trial, monitor=task["objective"])
-    best = BestValue(task["objective"], task["direction"])
     spec = validate_run_spec(task["spec"], where=f"trial {trial.number}")
+    return train_trial(trial, spec, task, ddp=True)
+
+
+def train_trial(trial, spec, job: dict[str, Any], ddp: bool) -> dict[str, Any] | None:
+    """Train one trial's run with the pruning callback; its outcome as data: complete (with the
+    objective's best value), pruned or failed, and the run's id. None on a DDP rank other than 0.
+
+    ``job`` holds objective, direction, experiment, tracking_uri, data_dir, run_name and tags. Under
+    DDP the callback does not raise during fit; ``check_pruned`` raises after it, on every rank.
+    Ctrl-C (KeyboardInterrupt, SystemExit) is left to the caller.
+    """
+    import optuna
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    from experiments.runner import RunFailedError, RunStoppedError, execute
+    from experiments.tune import BestValue
+
+    pruning = PyTorchLightningPruningCallback(trial, monitor=job["objective"])
+    best = BestValue(job["objective"], job["direction"])
     try:
         result = execute(
             spec,
-            experiment=task["experiment"],
-            tracking_uri=task["tracking_uri"],
-            data_dir=Path(task["data_dir"]),
-            run_name=task["run_name"],
-            tags=task["tags"],
+            experiment=job["experiment"],
+            tracking_uri=job["tracking_uri"],
+            data_dir=Path(job["data_dir"]),
+            run_name=job["run_name"],
+            tags=job["tags"],
             extra_callbacks=[best, pruning],
             stop_on=(optuna.TrialPruned,),
-            after_fit=pruning.check_pruned,
+            after_fit=pruning.check_pruned if ddp else None,
         )
-    except optuna.TrialPruned:  # a rank other than 0 (rank 0's pruning comes as RunStoppedError)
+    except optuna.TrialPruned:  # a DDP rank other than 0 (rank 0's pruning comes as RunStoppedError)
         return None
     except RunStoppedError as err:
         return {"status": "pruned", "run_id": err.result.run_id, "message": str(err.__cause__)}
@@ -80,7 +95,7 @@ def run_trial(task: dict[str, Any]) -> dict[str, Any] | None:
     except Exception as err:  # before its run existed: the data, the model
         failure = f"{type(err).__name__}: {' '.join(str(err).split())}"
         return {"status": "failed", "run_id": None, "failure": failure}
-    if not result.run_id:  # a rank other than 0
+    if not result.run_id:  # a DDP rank other than 0
         return None
     return {"status": "complete", "run_id": result.run_id, "value": best.value}
 
