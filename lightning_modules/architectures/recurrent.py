@@ -79,70 +79,41 @@ class RecurrentEncoder(nn.Module):
         return masked_max(padded, mask) if self.pooling == "max" else masked_mean(padded, mask)
 
 
-@MODELS.register("rnn")
-def rnn(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    dropout: float = 0.0,
-    vocab_size: int = 0,
-    pad_id: int = 0,
-    pair: bool = False,
-    embed_dim: int = 128,
-    hidden: int = 128,  # per direction
-    layers: int = 1,
-    bidirectional: bool = True,
-    pooling: Literal["last", "max", "mean"] = "max",  # max over time: the GLUE baseline's choice
-    head_hidden: int = 0,  # 0: Dropout + Linear head; > 0: one hidden ReLU layer (GLUE's MLP)
-) -> nn.Module:
-    """Elman RNN (tanh) encoder: the plainest recurrence, prone to vanishing gradients by design."""
-    check_text_args("rnn", vocab_size, pad_id, num_classes)
-    encoder = RecurrentEncoder(
-        "rnn", vocab_size, pad_id, embed_dim, hidden, layers, bidirectional, pooling, dropout
-    )
-    return SentenceClassifier(encoder, num_classes, pair, head_hidden=head_hidden, dropout=dropout)
+def _recurrent_builder(cell: Literal["rnn", "gru", "lstm"], doc: str):
+    """The registry entry of one recurrent cell; the three share their options (the signature the
+    options schema is read from) and differ only in the cell."""
+
+    def build(
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        dropout: float = 0.0,
+        vocab_size: int = 0,
+        pad_id: int = 0,
+        pair: bool = False,
+        embed_dim: int = 128,
+        hidden: int = 128,  # per direction
+        layers: int = 1,
+        bidirectional: bool = True,
+        pooling: Literal["last", "max", "mean"] = "max",  # max over time: the GLUE baseline's choice
+        head_hidden: int = 0,  # 0: Dropout + Linear head; > 0: one hidden ReLU layer (GLUE's MLP)
+    ) -> nn.Module:
+        check_text_args(cell, vocab_size, pad_id, num_classes)
+        encoder = RecurrentEncoder(
+            cell, vocab_size, pad_id, embed_dim, hidden, layers, bidirectional, pooling, dropout
+        )
+        return SentenceClassifier(encoder, num_classes, pair, head_hidden=head_hidden, dropout=dropout)
+
+    build.__name__ = build.__qualname__ = cell
+    build.__doc__ = doc
+    return MODELS.register(cell)(build)
 
 
-@MODELS.register("gru")
-def gru(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    dropout: float = 0.0,
-    vocab_size: int = 0,
-    pad_id: int = 0,
-    pair: bool = False,
-    embed_dim: int = 128,
-    hidden: int = 128,  # per direction
-    layers: int = 1,
-    bidirectional: bool = True,
-    pooling: Literal["last", "max", "mean"] = "max",  # max over time: the GLUE baseline's choice
-    head_hidden: int = 0,  # 0: Dropout + Linear head; > 0: one hidden ReLU layer (GLUE's MLP)
-) -> nn.Module:
-    """GRU encoder: gated like the LSTM with one state vector and three quarters of its weights."""
-    check_text_args("gru", vocab_size, pad_id, num_classes)
-    encoder = RecurrentEncoder(
-        "gru", vocab_size, pad_id, embed_dim, hidden, layers, bidirectional, pooling, dropout
-    )
-    return SentenceClassifier(encoder, num_classes, pair, head_hidden=head_hidden, dropout=dropout)
-
-
-@MODELS.register("lstm")
-def lstm(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    dropout: float = 0.0,
-    vocab_size: int = 0,
-    pad_id: int = 0,
-    pair: bool = False,
-    embed_dim: int = 128,
-    hidden: int = 128,  # per direction
-    layers: int = 1,
-    bidirectional: bool = True,
-    pooling: Literal["last", "max", "mean"] = "max",  # max over time: the GLUE baseline's choice
-    head_hidden: int = 0,  # 0: Dropout + Linear head; > 0: one hidden ReLU layer (GLUE's MLP)
-) -> nn.Module:
-    """LSTM encoder; bidirectional with max pooling is the GLUE (InferSent-style) BiLSTM baseline."""
-    check_text_args("lstm", vocab_size, pad_id, num_classes)
-    encoder = RecurrentEncoder(
-        "lstm", vocab_size, pad_id, embed_dim, hidden, layers, bidirectional, pooling, dropout
-    )
-    return SentenceClassifier(encoder, num_classes, pair, head_hidden=head_hidden, dropout=dropout)
+rnn = _recurrent_builder(
+    "rnn", "Elman RNN (tanh) encoder: the plainest recurrence, prone to vanishing gradients by design."
+)
+gru = _recurrent_builder(
+    "gru", "GRU encoder: gated like the LSTM with one state vector and three quarters of its weights."
+)
+lstm = _recurrent_builder(
+    "lstm", "LSTM encoder; bidirectional with max pooling is the GLUE (InferSent-style) BiLSTM baseline."
+)
