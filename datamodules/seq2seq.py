@@ -1,0 +1,411 @@
+"""Translation data: a parallel corpus, BPE subwords, and length-bucketed teacher-forcing batches.
+
+Corpora (``corpus``): ``multi30k`` (its own train/val/test_2016_flickr splits), ``files`` (two aligned
+files) and ``pairs`` (a TSV/CSV of pairs, e.g. an Anki or Tatoeba export); the last two are one pool
+that a seeded split cuts into train/val/test. Text is lowercased first if asked, so references match.
+The BPE vocabulary is fit on the training split only, shared by both languages (``joint``) or one per
+side, and every split is encoded through the on-disk cache of ``datamodules.text``.
+
+Special ids are the text tokenizers' own (``datamodules.text.SPECIALS``): pad=0, unk=1, and the
+sentence markers ``[CLS]`` (id 3) as beginning-of-sentence and ``[SEP]`` (id 2) as end-of-sentence,
+as BERT brackets a segment. A batch is a dict of int64 tensors:
+
+- ``src`` [B, S]: source ids, right-padded with ``pad_id``; ``src_lengths`` [B];
+- ``tgt_in`` [B, T]: ``bos + target`` (the decoder input); ``tgt_out`` [B, T]: ``target + eos`` (what
+  it predicts), both padded with ``pad_id``; ``tgt_lengths`` [B]: non-pad length of both (target + 1);
+- ``index`` [B]: each row's position in its split, so ``references(split)[index[i]]`` is its raw target.
+
+Only training pairs are filtered: pairs with a side longer than ``max_len`` subword tokens, or a blank
+side. Validation and test are never filtered, so scores are comparable across settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.base import TaskProtocol
+from datamodules.download import DataError
+from datamodules.parallel_files import (
+    ParallelText,
+    check_columns,
+    read_aligned,
+    read_multi30k,
+    read_pairs,
+)
+from datamodules.sharding import trainer_rank
+from datamodules.text import (
+    CLS_ID,
+    PAD_ID,
+    SEP_ID,
+    SPECIALS,
+    UNK_ID,
+    BucketBatchSampler,
+    EncodedCorpus,
+    TextTokenizer,
+    TokenizerSpec,
+    TokenSequences,
+    _as_is,
+    _Batches,
+    _gather,
+    encode_cached,
+)
+from datamodules.text_classification import default_cache_dir, take
+
+log = logging.getLogger(__name__)
+
+BOS_ID, EOS_ID = CLS_ID, SEP_ID  # [CLS] opens a sentence and [SEP] closes it, as in BERT
+TRUNCATE_LEN = 1024  # tokens the tokenizer keeps per sentence: a guard against a runaway line, not a filter
+SPLITS = ("train", "val", "test")
+
+CorpusKind = Literal["multi30k", "files", "pairs"]
+
+
+class ParallelDataset(Dataset):
+    """Examples ``(src ids, tgt ids)`` (int32 views, no specials); ``batch`` builds a whole batch."""
+
+    def __init__(self, src: TokenSequences, tgt: TokenSequences) -> None:
+        if len(src) != len(tgt):
+            raise ValueError(f"{len(src)} source sentences but {len(tgt)} targets")
+        self.src, self.tgt = src, tgt
+
+    @property
+    def lengths(self) -> Tensor:
+        """int64 ``[N]``: source plus target length, the bucket sampler's sort key."""
+        return self.src.lengths() + self.tgt.lengths()
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.src.tensor(i), self.tgt.tensor(i)
+
+    def batch(self, indices: Sequence[int] | Tensor) -> dict[str, Tensor]:
+        """Rows ``indices`` in the batch layout of the module docstring, in a few tensor ops."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        if index.ndim != 1 or len(index) == 0:
+            raise ValueError(f"a batch needs a non-empty 1-D list of indices, got shape {list(index.shape)}")
+        if int(index.min()) < 0 or int(index.max()) >= len(self):
+            raise IndexError(f"batch indices span {int(index.min())}..{int(index.max())} of {len(self)}")
+        src, src_lengths = _gather(self.src, index)
+        tgt, tgt_lengths = _gather(self.tgt, index)
+        rows = len(index)
+        tgt_in = torch.cat([tgt.new_full((rows, 1), BOS_ID), tgt], dim=1)
+        tgt_out = torch.cat([tgt, tgt.new_full((rows, 1), PAD_ID)], dim=1)
+        tgt_out[torch.arange(rows), tgt_lengths] = EOS_ID  # right after each target's last token
+        return {
+            "src": src,
+            "src_lengths": src_lengths,
+            "tgt_in": tgt_in,
+            "tgt_out": tgt_out,
+            "tgt_lengths": tgt_lengths + 1,
+            "index": index,
+        }
+
+
+class ParallelCorpusDataModule(lightning.LightningDataModule):
+    """A translation task from ``source_lang`` to ``target_lang``; see the module docstring.
+
+    Paths are relative to ``data_dir`` unless absolute. ``multi30k`` reads the folder ``path``
+    (default ``multi30k``); ``files`` reads ``source_file`` and ``target_file`` (default
+    ``<path>.<lang>``, e.g. ``europarl.de``); ``pairs`` reads the file ``path``, taking the columns
+    ``source_column`` and ``target_column`` (an Anki ``fra.txt`` is English in 0, French in 1; a
+    Tatoeba pair download has its texts in 1 and 3).
+    """
+
+    pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+
+    def __init__(
+        self,
+        data_dir: str = "./data",
+        seed: int = 0,
+        corpus: CorpusKind = "multi30k",
+        source_lang: str = "de",
+        target_lang: str = "en",
+        path: str | None = None,
+        source_file: str | None = None,
+        target_file: str | None = None,
+        source_column: int = 0,
+        target_column: int = 1,
+        delimiter: str
+        | None = None,  # pairs: None picks it from the suffix (tab for .tsv/.txt, comma for .csv)
+        header: bool = False,  # pairs: the first line names the columns
+        lowercase: bool = False,
+        max_len: int | None = 100,  # training pairs with a side over this many subword tokens are dropped
+        val_fraction: float = 0.05,  # files/pairs only: Multi30k has its own splits
+        test_fraction: float = 0.05,
+        split_seed: int = 0,
+        vocab_size: int = 8000,  # per vocabulary, specials included
+        joint: bool = True,  # one vocabulary for both languages; False: one per side
+        batch_size: int = 64,
+        eval_batch_size: int = 128,
+        max_epochs: int = 20,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if corpus not in ("multi30k", "files", "pairs"):
+            raise ValueError(f"corpus must be 'multi30k', 'files' or 'pairs', got {corpus!r}")
+        if corpus == "multi30k" and source_lang == target_lang:
+            raise ValueError(f"source_lang and target_lang are both {source_lang!r}; pick two languages")
+        if corpus == "files" and not (source_file and target_file) and not path:
+            raise ValueError(
+                "corpus='files' needs source_file and target_file, or path (read as <path>.<lang>)"
+            )
+        if corpus == "pairs":
+            if not path:
+                raise ValueError("corpus='pairs' needs path: the TSV/CSV file of pairs")
+            check_columns(source_column, target_column)
+        if max_len is not None and max_len < 1:
+            raise ValueError(f"max_len must be at least 1 (or None for no filter), got {max_len}")
+        if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+            raise ValueError(
+                f"val_fraction and test_fraction must be in (0, 1) with a sum below 1, got {val_fraction} "
+                f"and {test_fraction}"
+            )
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"batch sizes must be at least 1, got {batch_size} and {eval_batch_size}")
+        self.data_dir = data_dir
+        self.seed = seed  # the training shuffle; the split depends on split_seed only
+        self.corpus = corpus
+        self.source_lang, self.target_lang = source_lang, target_lang
+        self.path = path
+        self.source_file, self.target_file = source_file, target_file
+        self.source_column, self.target_column = source_column, target_column
+        self.delimiter, self.header = delimiter, header
+        self.lowercase = lowercase
+        self.max_len = max_len
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.tokenizer_spec = TokenizerSpec(
+            kind="bpe", lowercase=False, vocab_size=vocab_size, max_len=TRUNCATE_LEN
+        )  # lowercase=False: lowercasing happens on the raw text, so the references get it too
+        self.joint = joint
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.name = f"translation/{corpus}-{source_lang}-{target_lang}"
+        # BLEU on the test split; no time-to-target threshold until the runner sets one per corpus
+        self.protocol = TaskProtocol(metric="bleu", mode="max", target=math.inf, max_epochs=max_epochs)
+        self.corpora: tuple[EncodedCorpus, ...] = ()  # (joint,) or (source, target)
+        self.tokenize_s: float | None = None  # wall time of the last encode (a cache hit: reading it)
+        self.filtered = 0  # training pairs dropped by max_len or a blank side
+        self.datasets: dict[str, ParallelDataset] = {}
+        self.texts: dict[str, ParallelText] = {}
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def _resolve(self, name: str) -> Path:
+        path = Path(name)
+        return path if path.is_absolute() else Path(self.data_dir) / path
+
+    def _read(self) -> dict[str, ParallelText]:
+        """Splits train, val and test of raw (lowercased if asked) sentences, in file order."""
+        if self.corpus == "multi30k":
+            splits = read_multi30k(self._resolve(self.path or "multi30k"), self.source_lang, self.target_lang)
+        else:
+            if self.corpus == "files":
+                source = self.source_file or f"{self.path}.{self.source_lang}"
+                target = self.target_file or f"{self.path}.{self.target_lang}"
+                pool = read_aligned(self._resolve(source), self._resolve(target))
+            else:
+                assert self.path is not None
+                pool = read_pairs(
+                    self._resolve(self.path),
+                    self.source_column,
+                    self.target_column,
+                    delimiter=self.delimiter,
+                    header=self.header,
+                )
+            splits = self._split(pool)
+        if self.lowercase:
+            splits = {
+                n: ParallelText([s.lower() for s in t.sources], [s.lower() for s in t.targets])
+                for n, t in splits.items()
+            }
+        return splits
+
+    def _split(self, pool: ParallelText) -> dict[str, ParallelText]:
+        """A seeded train/val/test partition of ``pool``; each split keeps file order."""
+        n = len(pool)
+        n_test = max(1, round(n * self.test_fraction))
+        n_val = max(1, round(n * self.val_fraction))
+        if n_val + n_test >= n:
+            raise DataError(
+                f"{self.name}: {n} pairs are too few to hold out {n_val} for val and {n_test} for test; "
+                "add pairs or lower val_fraction and test_fraction"
+            )
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+        parts = {
+            "train": order[n_val + n_test :],
+            "val": order[n_test : n_test + n_val],
+            "test": order[:n_test],
+        }
+        return {name: _rows(pool, index.sort().values.tolist()) for name, index in parts.items()}
+
+    # ---- setup -------------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        self.setup()  # once per node: fills the cache, so other ranks' setup reads it
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        texts = self._read()
+        for name in SPLITS:
+            if not len(texts[name]):
+                raise DataError(f"{self.name}: the {name!r} split has no pairs")
+        started = time.perf_counter()
+        if self.joint:
+            joint = encode_cached(self.cache_dir, self.tokenizer_spec, {n: t.pairs for n, t in texts.items()})
+            self.corpora = (joint,)
+            encoded = {n: (joint[n].a, joint[n].b) for n in SPLITS}  # b: the targets, never None here
+        else:
+            src = encode_cached(self.cache_dir, self.tokenizer_spec, {n: t.sources for n, t in texts.items()})
+            tgt = encode_cached(self.cache_dir, self.tokenizer_spec, {n: t.targets for n, t in texts.items()})
+            self.corpora = (src, tgt)
+            encoded = {n: (src[n].a, tgt[n].a) for n in SPLITS}
+        self.tokenize_s = time.perf_counter() - started
+        log.info(
+            "%s: %s in %.2f s",
+            self.name,
+            "read the cached encoding" if self.cache_hit else "fit BPE and encoded",
+            self.tokenize_s,
+        )
+        src_train, tgt_train = encoded["train"]
+        assert tgt_train is not None
+        keep = self._keep(texts["train"], src_train, tgt_train)
+        self.filtered = len(texts["train"]) - len(keep)
+        if not len(keep):
+            raise DataError(f"{self.name}: max_len={self.max_len} drops every training pair; raise it")
+        if self.filtered:
+            log.info("%s: dropped %d of %d training pairs", self.name, self.filtered, len(texts["train"]))
+        encoded["train"] = (take(src_train, keep), take(tgt_train, keep))
+        texts["train"] = _rows(texts["train"], keep.tolist())
+        self.texts = texts
+        self.datasets = {n: ParallelDataset(*encoded[n]) for n in SPLITS}  # type: ignore[arg-type]
+
+    def _keep(self, text: ParallelText, src: TokenSequences, tgt: TokenSequences) -> Tensor:
+        """Training rows kept: both sides non-blank and at most ``max_len`` tokens."""
+        keep = torch.tensor(
+            [bool(s.strip() and t.strip()) for s, t in zip(text.sources, text.targets, strict=True)]
+        )
+        if self.max_len is not None:
+            keep &= (src.lengths() <= self.max_len) & (tgt.lengths() <= self.max_len)
+        return keep.nonzero().flatten()
+
+    @property
+    def cache_hit(self) -> bool:
+        """Whether the last setup read every encoding from the cache (nothing was fit or tokenized)."""
+        return bool(self.corpora) and all(c.cache_hit for c in self.corpora)
+
+    @property
+    def src_tokenizer(self) -> TextTokenizer:
+        self.setup()
+        return self.corpora[0].tokenizer
+
+    @property
+    def tgt_tokenizer(self) -> TextTokenizer:
+        self.setup()
+        return self.corpora[-1].tokenizer
+
+    @property
+    def src_vocab_size(self) -> int:
+        return self.src_tokenizer.vocab_size
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return self.tgt_tokenizer.vocab_size
+
+    def sizes(self) -> dict[str, int]:
+        self.setup()
+        return {name: len(dataset) for name, dataset in self.datasets.items()}
+
+    def references(self, split: str) -> list[str]:
+        """The raw target sentences of ``split`` (lowercased if asked), row ``i`` for batch index ``i``."""
+        self.setup()
+        return list(self.texts[split].targets)
+
+    def sources(self, split: str) -> list[str]:
+        self.setup()
+        return list(self.texts[split].sources)
+
+    def token_inputs(self) -> dict[str, Any]:
+        """What a translation model is built with: vocabulary sizes and the special ids."""
+        return {
+            "src_vocab_size": self.src_vocab_size,
+            "tgt_vocab_size": self.tgt_vocab_size,
+            "pad_id": self.pad_id,
+            "bos_id": self.bos_id,
+            "eos_id": self.eos_id,
+            "joint": self.joint,
+        }
+
+    def tracking_params(self) -> dict[str, Any]:
+        """Tokenizer facts a run records beside its spec (the vocabulary is fit on the data)."""
+        self.setup()
+        return {
+            "data.src_vocab_size": self.src_vocab_size,
+            "data.tgt_vocab_size": self.tgt_vocab_size,
+            "data.cache_key": "+".join(c.key[:16] for c in self.corpora),
+            "data.cache_hit": self.cache_hit,
+            "data.filtered": self.filtered,
+        }
+
+    # ---- text <-> ids ------------------------------------------------------------------------
+
+    def encode(self, texts: Sequence[str], side: Literal["source", "target"] = "source") -> list[list[int]]:
+        """Ids of ``texts`` as a batch holds them (no bos/eos), lowercased first if the corpus is."""
+        tokenizer = self.src_tokenizer if side == "source" else self.tgt_tokenizer
+        return tokenizer.encode([t.lower() for t in texts] if self.lowercase else list(texts))
+
+    def decode(self, ids: Sequence[int] | Tensor) -> str:
+        """The target text of ``ids``: cut at the first eos, special tokens (pad, unk, bos) skipped."""
+        values = ids.tolist() if isinstance(ids, Tensor) else list(ids)
+        if EOS_ID in values:
+            values = values[: values.index(EOS_ID)]
+        return self.tgt_tokenizer.decode([i for i in values if i >= len(SPECIALS)])
+
+    def decode_batch(self, ids: Tensor | Sequence[Sequence[int]]) -> list[str]:
+        """``decode`` of each row of ``ids`` [B, T]."""
+        return [self.decode(row) for row in ids]
+
+    # ---- loaders -----------------------------------------------------------------------------
+
+    def _loader(self, name: str, train: bool) -> DataLoader:
+        self.setup()
+        rank, world_size = trainer_rank(self.trainer)
+        dataset = self.datasets[name]
+        sampler = BucketBatchSampler(
+            dataset.lengths,
+            self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            seed=self.seed,
+            rank=rank,
+            world_size=world_size,
+            pad_shards=train,  # DDP needs equal step counts; evaluation must count each pair once
+        )
+        # the sampler yields whole index lists; ParallelDataset.batch gathers each in a few tensor ops
+        return DataLoader(_Batches(dataset), sampler=sampler, batch_size=None, collate_fn=_as_is)  # type: ignore[arg-type]
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+
+def _rows(text: ParallelText, index: Sequence[int]) -> ParallelText:
+    return ParallelText([text.sources[i] for i in index], [text.targets[i] for i in index])
