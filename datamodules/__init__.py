@@ -14,7 +14,7 @@ from experiments.registry import Registry
 DATAMODULES: Registry[type[lightning.LightningDataModule]] = Registry("datamodule")
 
 # imported after DATAMODULES exists: each module registers its classes into it
-from datamodules import digits, glue, mnist, text_classification  # noqa: E402
+from datamodules import digits, glue, mnist, seq2seq, text_classification  # noqa: E402
 
 __all__ = [
     "DATAMODULES",
@@ -31,6 +31,7 @@ __all__ = [
     "digits",
     "glue",
     "mnist",
+    "seq2seq",
     "text_classification",
 ]
 

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules import DATAMODULES
 from datamodules.base import TaskProtocol
 from datamodules.download import DataError
 from datamodules.parallel_files import (
@@ -112,6 +113,7 @@ class ParallelDataset(Dataset):
         }
 
 
+@DATAMODULES.register("translation")
 class ParallelCorpusDataModule(lightning.LightningDataModule):
     """A translation task from ``source_lang`` to ``target_lang``; see the module docstring.
 
@@ -150,8 +152,14 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
         eval_batch_size: int = 128,
         max_epochs: int = 20,
         cache_dir: str | None = None,
+        augment: bool = False,
     ) -> None:
         super().__init__()
+        if augment:
+            raise ValueError(
+                "regularization.augment has no policy for translation (token noise would corrupt the "
+                "references); set it to false and regularize with dropout or label smoothing"
+            )
         if corpus not in ("multi30k", "files", "pairs"):
             raise ValueError(f"corpus must be 'multi30k', 'files' or 'pairs', got {corpus!r}")
         if corpus == "multi30k" and source_lang == target_lang:
@@ -344,7 +352,6 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
             "pad_id": self.pad_id,
             "bos_id": self.bos_id,
             "eos_id": self.eos_id,
-            "joint": self.joint,
         }
 
     def tracking_params(self) -> dict[str, Any]:

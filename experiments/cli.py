@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -168,6 +169,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--data-dir", help=DATA_HELP)
     predict.add_argument("--tracking-uri", help=TRACKING_HELP)
     predict.set_defaults(handler=_cmd_predict)
+
+    translate = commands.add_parser(
+        "translate",
+        help="translate sentences with a tracked translation run (one per line, stdin or a file)",
+        description=(
+            "Rebuild translation run RUN_ID from MLflow (its spec.yaml and model/weights.pt, logged with "
+            "tracking.log_checkpoint: true; the corpus is read again for its BPE vocabulary) and translate "
+            "each line of FILE (default: standard input) by batched beam search, printing one line per "
+            "input line (an empty line stays empty)."
+        ),
+    )
+    translate.add_argument("run_id", help="the MLflow run id (see `litbench ls EXPERIMENT`)")
+    translate.add_argument("file", nargs="?", help="a text file, one source sentence a line (default: stdin)")
+    translate.add_argument("--beam-size", type=_positive_int, help="beam width (default: the run's decoding)")
+    translate.add_argument("--length-penalty", type=float, help="GNMT alpha (default: the run's decoding)")
+    translate.add_argument("--data-dir", help=DATA_HELP)
+    translate.add_argument("--tracking-uri", help=TRACKING_HELP)
+    translate.set_defaults(handler=_cmd_translate)
 
     ui = commands.add_parser(
         "ui",
@@ -564,9 +583,10 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     if args.names:
         from datamodules import DATAMODULES
         from lightning_modules.architectures import MODELS
+        from lightning_modules.architectures.seq2seq import SEQ2SEQ_MODELS
         from lightning_modules.optim import OPTIMIZERS, SCHEDULES
 
-        for registry in (DATAMODULES, MODELS, OPTIMIZERS, SCHEDULES):
+        for registry in (DATAMODULES, MODELS, SEQ2SEQ_MODELS, OPTIMIZERS, SCHEDULES):
             console.print(f"[bold]{registry.kind}s:[/] {', '.join(registry.names())}")
         return EXIT_OK
     from experiments import tracking
@@ -664,6 +684,31 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         console.print(
             f"wrote {submission.rows} predictions of split {submission.split!r} to {submission.path}"
         )
+    return EXIT_OK
+
+
+def _cmd_translate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from experiments import tracking
+    from experiments.environment import quiet_libraries, resolve_data_dir
+    from experiments.translate import translate_run
+
+    quiet_libraries()
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    if args.file and not Path(args.file).is_file():
+        _error(f"no file {args.file!r} to translate; give a text file, one sentence a line, or use stdin")
+        return EXIT_BAD_INPUT
+    with open(args.file, encoding="utf-8") if args.file else contextlib.nullcontext(sys.stdin) as lines:
+        for line in translate_run(
+            args.run_id,
+            lines,
+            tracking_uri=uri,
+            data_dir=resolve_data_dir(args.data_dir),
+            beam_size=args.beam_size,
+            length_penalty=args.length_penalty,
+        ):
+            print(line, flush=True)
     return EXIT_OK
 
 

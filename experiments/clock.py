@@ -35,7 +35,8 @@ class BenchmarkClock(Callback):
         self.fit_time_s = time.perf_counter() - self._start
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.train_samples += len(batch[-1])
+        # (inputs, targets) for classification; a dict of tensors (src, tgt_in, ...) for translation
+        self.train_samples += len(batch["src"] if isinstance(batch, dict) else batch[-1])
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         value = trainer.callback_metrics.get(self.monitor)

@@ -30,9 +30,9 @@ class Submission:
     rows: int
 
 
-def predict_run(run_id: str, tracking_uri: str, data_dir: Path, out_dir: Path) -> list[Submission]:
-    """Write one submission file per unlabelled split of run ``run_id``'s data into ``out_dir``
-    and log them to the run under ``submission/``."""
+def restore_run(run_id: str, tracking_uri: str, data_dir: Path):
+    """Run ``run_id`` rebuilt from its tracked spec and weights: the ``Prepared`` the runner would
+    build (datamodule, network, module), the network holding the trained weights."""
     from mlflow.exceptions import MlflowException
 
     from experiments.runner import prepare
@@ -45,20 +45,28 @@ def predict_run(run_id: str, tracking_uri: str, data_dir: Path, out_dir: Path) -
         raise SpecError(
             f"no run {run_id!r} in {tracking_uri}; list runs with `litbench ls EXPERIMENT`"
         ) from None
-    with tempfile.TemporaryDirectory(prefix="litbench-predict-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="litbench-restore-") as tmp:
         try:
             spec_file = client.download_artifacts(run_id, "spec.yaml", tmp)
             weights_file = client.download_artifacts(run_id, WEIGHTS_ARTIFACT, tmp)
         except (MlflowException, OSError):
             raise SpecError(
-                f"run {run_id} has no {WEIGHTS_ARTIFACT} artifact (or no spec.yaml); predictions need the "
+                f"run {run_id} has no {WEIGHTS_ARTIFACT} artifact (or no spec.yaml); this needs the "
                 "trained weights: train it again with `tracking: {log_checkpoint: true}`"
             ) from None
-        spec = load_run_spec(spec_file)
-        prepared = prepare(spec, data_dir)
+        prepared = prepare(load_run_spec(spec_file), data_dir)
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
-    network, datamodule = prepared.network, prepared.datamodule
-    network.load_state_dict(state)
+    prepared.network.load_state_dict(state)
+    prepared.network.eval()
+    return prepared
+
+
+def predict_run(run_id: str, tracking_uri: str, data_dir: Path, out_dir: Path) -> list[Submission]:
+    """Write one submission file per unlabelled split of run ``run_id``'s data into ``out_dir``
+    and log them to the run under ``submission/``."""
+    prepared = restore_run(run_id, tracking_uri, data_dir)
+    network, datamodule, spec = prepared.network, prepared.datamodule, prepared.spec
+    client = tracking.client_for(tracking_uri)
     splits = getattr(datamodule, "prediction_splits", [])
     if not splits:
         raise SpecError(

@@ -48,3 +48,31 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class RegistryUnion:
+    """Several registries looked up as one (a spec's ``model`` names a classifier or a seq2seq model);
+    the first that knows a name owns it."""
+
+    def __init__(self, kind: str, *registries: Registry) -> None:
+        self.kind, self._registries = kind, registries
+
+    def get(self, name: str):
+        for registry in self._registries:
+            if name in registry:
+                return registry.get(name)
+        raise UnknownNameError(self.unknown_message(name))
+
+    def unknown_message(self, name: str) -> str:
+        close = difflib.get_close_matches(str(name), self.names(), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}.{hint}"
+
+    def names(self) -> list[str]:
+        return sorted(name for registry in self._registries for name in registry.names())
+
+    def __contains__(self, name: object) -> bool:
+        return any(name in registry for registry in self._registries)
+
+    def __len__(self) -> int:
+        return sum(len(registry) for registry in self._registries)

@@ -28,7 +28,7 @@ from experiments import claims, tracking
 from experiments.buffered_logger import BufferedMLFlowLogger, FlushMetricsAtEpochEnd
 from experiments.clock import BenchmarkClock
 from experiments.environment import launched_rank, quiet_libraries
-from experiments.specs import RunSpec, SpecError, options_model
+from experiments.specs import DecodingSpec, RunSpec, SpecError, options_model
 from lightning_modules.architectures import count_parameters, create_model
 from lightning_modules.attention_figures import save_attention_figure
 from lightning_modules.classification import ClassificationModule
@@ -72,7 +72,7 @@ class Prepared:
     spec: RunSpec
     datamodule: Any
     network: torch.nn.Module
-    module: ClassificationModule
+    module: L.LightningModule  # ClassificationModule, or Seq2SeqModule for a translation corpus
 
 
 def prepare(spec: RunSpec, data_dir: Path) -> Prepared:
@@ -89,6 +89,8 @@ def prepare(spec: RunSpec, data_dir: Path) -> Prepared:
     datamodule.prepare_data()
     datamodule.setup("fit")
     model_options = options_model("model", spec.model.name).model_validate(spec.model.options)
+    if _translates(spec, datamodule):
+        return _prepare_seq2seq(spec, datamodule, dict(model_options))
     # a text datamodule tells a text model its vocabulary and whether inputs are sentence pairs
     token_inputs = datamodule.token_inputs() if hasattr(datamodule, "token_inputs") else None
     try:
@@ -116,6 +118,59 @@ def prepare(spec: RunSpec, data_dir: Path) -> Prepared:
         metric=datamodule.protocol.metric,
         extra_metrics=datamodule.protocol.metrics,
         test_stages=getattr(datamodule, "eval_splits", ("test",)),
+    )
+    return Prepared(spec, datamodule, network, module)
+
+
+def _translates(spec: RunSpec, datamodule: Any) -> bool:
+    """Whether this is a translation run; a seq2seq model on classification data (or the reverse) is
+    a SpecError naming the models that fit."""
+    from lightning_modules.architectures import MODELS
+    from lightning_modules.architectures.seq2seq import SEQ2SEQ_MODELS
+
+    seq2seq_model = spec.model.name in SEQ2SEQ_MODELS
+    parallel_data = hasattr(datamodule, "references")
+    if seq2seq_model != parallel_data:
+        fitting = (SEQ2SEQ_MODELS if parallel_data else MODELS).names()
+        what = "a translation corpus" if parallel_data else "classification data"
+        raise SpecError(
+            f"model {spec.model.name!r} does not fit data {spec.data.name!r} ({what}); choose one of: "
+            f"{', '.join(fitting)}"
+        )
+    return parallel_data
+
+
+def _prepare_seq2seq(spec: RunSpec, datamodule: Any, model_options: dict[str, Any]) -> Prepared:
+    from lightning_modules.architectures.seq2seq import create_seq2seq_model
+    from lightning_modules.seq2seq import Seq2SeqModule
+
+    try:
+        network = create_seq2seq_model(
+            spec.model.name, dropout=spec.regularization.dropout, **datamodule.token_inputs(), **model_options
+        )
+    except (TypeError, ValueError) as err:
+        raise SpecError(f"model {spec.model.name!r} with data {spec.data.name!r}: {err}") from None
+    try:
+        build_optimizer(spec.optimizer, network.named_parameters(), weight_decay=spec.regularization.l2)
+    except ValueError as err:
+        raise SpecError(f"optimizer {spec.optimizer.name!r}: {err}") from None
+    decoding = spec.decoding or DecodingSpec()
+    module = Seq2SeqModule(
+        network,
+        spec.optimizer,
+        spec.schedule,
+        spec.regularization,
+        pad_id=datamodule.pad_id,
+        bos_id=datamodule.bos_id,
+        eos_id=datamodule.eos_id,
+        detokenize=datamodule.decode,
+        references=datamodule.references,
+        teacher_forcing=decoding.teacher_forcing,
+        beam_size=decoding.beam_size,
+        length_penalty=decoding.length_penalty,
+        max_len_ratio=decoding.max_len_ratio,
+        max_len_extra=decoding.max_len_extra,
+        val_beam_size=decoding.val_beam_size,
     )
     return Prepared(spec, datamodule, network, module)
 
@@ -292,6 +347,11 @@ def _log_artifacts(prepared: Prepared, client, run_id: str, workdir: Path) -> No
         weights = workdir / "weights.pt"
         torch.save(network.state_dict(), weights)
         client.log_artifact(run_id, str(weights), "model")
+    for stage, rows in getattr(prepared.module, "hypotheses", {}).items():  # a translation run's output
+        if stage != "val":
+            path = workdir / f"{stage}.txt"  # one line per source sentence, in the corpus's order
+            path.write_text("".join(f"{text}\n" for _, text in sorted(rows)))
+            client.log_artifact(run_id, str(path), "translations")
     if spec.tracking.heatmaps and hasattr(prepared.datamodule, "token_inputs"):
         if hasattr(network, "attention_maps"):  # attention models only; recurrent/bag encoders have none
             figure = _attention_figure(prepared, network, spec.tracking.heatmaps, workdir / "attention.png")

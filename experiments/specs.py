@@ -36,14 +36,18 @@ class StrictModel(BaseModel):
 def _registries() -> dict[str, tuple[Registry, frozenset[str]]]:
     """Section -> (registry, parameters the runner injects and the user must not set)."""
     from datamodules import DATAMODULES
+    from experiments.registry import RegistryUnion
     from lightning_modules.architectures import MODELS
+    from lightning_modules.architectures.seq2seq import INJECTED as SEQ2SEQ_INJECTED
+    from lightning_modules.architectures.seq2seq import SEQ2SEQ_MODELS
     from lightning_modules.optim import OPTIMIZERS, SCHEDULES
 
     return {
         "data": (DATAMODULES, frozenset({"self", "data_dir", "seed", "augment"})),
         "model": (
-            MODELS,
-            frozenset({"input_shape", "num_classes", "dropout", "vocab_size", "pad_id", "pair"}),
+            RegistryUnion("model", MODELS, SEQ2SEQ_MODELS),  # classifiers, then encoder-decoders
+            frozenset({"input_shape", "num_classes", "dropout", "vocab_size", "pad_id", "pair"})
+            | frozenset(SEQ2SEQ_INJECTED),
         ),
         "optimizer": (OPTIMIZERS, frozenset({"params", "lr", "weight_decay", "fused"})),
         "schedule": (SCHEDULES, frozenset({"optimizer", "steps_per_epoch", "total_steps"})),
@@ -184,6 +188,17 @@ class TrackingSpec(StrictModel):
     heatmaps: int = Field(8, ge=0)  # saliency maps of this many test images; 0 disables
 
 
+class DecodingSpec(StrictModel):
+    """How a translation (seq2seq) model is trained and decoded; unset for classification runs."""
+
+    teacher_forcing: float = Field(1.0, ge=0.0, le=1.0)  # < 1: recurrent decoders feed their own guesses
+    beam_size: int = Field(5, ge=1)  # test decoding; 1 is greedy
+    length_penalty: float = Field(1.0, ge=0.0)  # GNMT's alpha
+    val_beam_size: int = Field(1, ge=1)  # validation BLEU each epoch: greedy by default, for speed
+    max_len_ratio: float = Field(1.5, gt=0.0)  # hypotheses stop at ratio * source length + extra tokens
+    max_len_extra: int = Field(10, ge=0)
+
+
 class RunSpec(StrictModel):
     """One training run, completely described. Its hash is its identity in the tracker."""
 
@@ -195,10 +210,13 @@ class RunSpec(StrictModel):
     regularization: RegularizationSpec = RegularizationSpec()
     trainer: TrainerSpec = TrainerSpec()
     tracking: TrackingSpec = TrackingSpec()
+    decoding: DecodingSpec | None = None  # translation runs; None leaves classification hashes as they were
 
     def identity(self) -> dict[str, Any]:
         """Everything that changes what is trained: the spec minus its tracking options."""
         identity = self.model_dump(mode="json", exclude={"tracking"})
+        if identity["decoding"] is None:
+            del identity["decoding"]
         if identity["trainer"]["max_minutes"] is None:  # unset: the hash of runs from before it existed
             del identity["trainer"]["max_minutes"]
         return identity
@@ -210,7 +228,8 @@ class RunSpec(StrictModel):
 
     def flat_params(self) -> dict[str, Any]:
         """Every field as a dotted key, the form MLflow params and report columns take."""
-        return flatten(self.model_dump(mode="json"))
+        unset = {"decoding"} if self.decoding is None else None  # as in identity(): no key for it
+        return flatten(self.model_dump(mode="json", exclude=unset))
 
     def default_run_name(self) -> str:
         return f"{self.model.name}-{self.optimizer.name}-lr{self.optimizer.lr:g}-s{self.seed}"

@@ -20,7 +20,7 @@ from torchmetrics import MetricCollection
 from experiments.specs import OptimizerSpec, RegularizationSpec, ScheduleSpec
 from lightning_modules.errors import NonFiniteLossError
 from lightning_modules.metrics import TASK_METRICS, metric_collection, predictions
-from lightning_modules.optim import build_optimizer, build_scheduler
+from lightning_modules.optim import configure_from_specs
 from lightning_modules.regularization import l1_penalty
 
 
@@ -93,11 +93,7 @@ class ClassificationModule(lightning.LightningModule):
         return loss
 
     def _log_step_loss(self, value: float) -> None:
-        trainer = self._trainer
-        if trainer is None or not trainer.loggers or self.global_step % trainer.log_every_n_steps:
-            return
-        for logger in trainer.loggers:
-            logger.log_metrics({"train/loss_step": value}, step=self.global_step)
+        log_step_loss(self, value)
 
     def on_train_epoch_end(self) -> None:
         loss_sum, correct, count = self.trainer.strategy.reduce(self._train_sums, reduce_op="sum")
@@ -146,20 +142,20 @@ class ClassificationModule(lightning.LightningModule):
         return predictions(self.network(x))
 
     def configure_optimizers(self) -> Any:
-        # fused kernels unscale gradients themselves, which Lightning's mixed precision cannot clip
-        optimizer = build_optimizer(
-            self.optimizer_spec,
+        return configure_from_specs(
+            self.trainer,
             self.network.named_parameters(),
+            self.optimizer_spec,
+            self.schedule_spec,
             weight_decay=self.regularization.l2,
-            fused="mixed" not in str(self.trainer.precision),
         )
-        total_steps = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total_steps):
-            raise ValueError("learning-rate schedules need a finite run: set trainer max_epochs or max_steps")
-        total_steps = int(total_steps)
-        max_epochs = self.trainer.max_epochs
-        steps_per_epoch = max(1, total_steps // max_epochs) if max_epochs and max_epochs > 0 else total_steps
-        scheduler = build_scheduler(optimizer, self.schedule_spec, steps_per_epoch, total_steps)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def log_step_loss(module: lightning.LightningModule, value: float) -> None:
+    """``train/loss_step`` straight to the loggers every ``log_every_n_steps`` optimizer steps: a
+    float the caller already has, so no device sync and none of ``self.log``'s per-call overhead."""
+    trainer = module._trainer
+    if trainer is None or not trainer.loggers or module.global_step % trainer.log_every_n_steps:
+        return
+    for logger in trainer.loggers:
+        logger.log_metrics({"train/loss_step": value}, step=module.global_step)

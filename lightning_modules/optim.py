@@ -217,3 +217,31 @@ def build_scheduler(
     warmup = LinearLR(optimizer, start_factor=WARMUP_START_FACTOR, end_factor=1.0, total_iters=warmup_steps)
     scheduler = SequentialLR(optimizer, [warmup, main], milestones=[warmup_steps])
     return {"scheduler": scheduler, "interval": "step"}
+
+
+def configure_from_specs(
+    trainer: Any,
+    named_parameters: Iterable[tuple[str, nn.Parameter]],
+    optimizer_spec: OptimizerSpec,
+    schedule_spec: ScheduleSpec,
+    weight_decay: float,
+) -> Optimizer | dict[str, Any]:
+    """What a task module's ``configure_optimizers`` returns: the optimizer of ``optimizer_spec`` and,
+    unless the schedule is a constant lr, its per-step scheduler sized from the ``trainer``'s run."""
+    # fused kernels unscale gradients themselves, which Lightning's mixed precision cannot clip
+    optimizer = build_optimizer(
+        optimizer_spec,
+        named_parameters,
+        weight_decay=weight_decay,
+        fused="mixed" not in str(trainer.precision),
+    )
+    total_steps = trainer.estimated_stepping_batches
+    if not math.isfinite(total_steps):
+        raise ValueError("learning-rate schedules need a finite run: set trainer max_epochs or max_steps")
+    total_steps = int(total_steps)
+    max_epochs = trainer.max_epochs
+    steps_per_epoch = max(1, total_steps // max_epochs) if max_epochs and max_epochs > 0 else total_steps
+    scheduler = build_scheduler(optimizer, schedule_spec, steps_per_epoch, total_steps)
+    if scheduler is None:
+        return optimizer
+    return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -67,6 +67,7 @@ def test_registry() -> None:
         "kmnist",
         "mnist",
         "text_classification",
+        "translation",
     ]
     assert isinstance(create_datamodule("digits", batch_size=32), DigitsDataModule)
     with pytest.raises(UnknownNameError, match="Did you mean 'mnist'"):

@@ -250,7 +250,6 @@ def test_joint_and_separate_vocabularies(tmp_path: Path) -> None:
         "pad_id": 0,
         "bos_id": separate.bos_id,
         "eos_id": separate.eos_id,
-        "joint": False,
     }
 
 
