@@ -352,7 +352,11 @@ def _log_artifacts(prepared: Prepared, client, run_id: str, workdir: Path) -> No
             path = workdir / f"{stage}.txt"  # one line per source sentence, in the corpus's order
             path.write_text("".join(f"{text}\n" for _, text in sorted(rows)))
             client.log_artifact(run_id, str(path), "translations")
-    if spec.tracking.heatmaps and hasattr(prepared.datamodule, "token_inputs"):
+    if spec.tracking.heatmaps and hasattr(prepared.datamodule, "references"):
+        figure = _alignment_figure(prepared, network, spec.tracking.heatmaps, workdir / "attention.png")
+        if figure is not None:
+            client.log_artifact(run_id, str(figure), "heatmaps")
+    elif spec.tracking.heatmaps and hasattr(prepared.datamodule, "token_inputs"):
         if hasattr(network, "attention_maps"):  # attention models only; recurrent/bag encoders have none
             figure = _attention_figure(prepared, network, spec.tracking.heatmaps, workdir / "attention.png")
             client.log_artifact(run_id, str(figure), "heatmaps")
@@ -364,6 +368,37 @@ def _log_artifacts(prepared: Prepared, client, run_id: str, workdir: Path) -> No
         maps = saliency_maps(network, images)
         figure = save_saliency_figure(images, maps, labels, predictions, workdir / "saliency.png")
         client.log_artifact(run_id, str(figure), "heatmaps")
+
+
+def _alignment_figure(prepared: Prepared, network: torch.nn.Module, count: int, path: Path) -> Path | None:
+    """A translation model's attention over the source at each word it writes, for the first
+    ``count`` (at most 4) test sentences, decoded greedily; None for a model without attention."""
+    import math
+
+    from lightning_modules.attention_figures import save_alignment_figure
+    from lightning_modules.decoding import greedy_decode_with_attention
+
+    datamodule, decoding = prepared.datamodule, prepared.spec.decoding or DecodingSpec()
+    sources = datamodule.sources("test")[: min(count, 4)]
+    ids = datamodule.encode(sources, "source")
+    lengths = torch.tensor([max(1, len(row)) for row in ids])
+    src = torch.full((len(ids), int(lengths.max())), datamodule.pad_id, dtype=torch.long)
+    for row, tokens in enumerate(ids):
+        src[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+    max_len = math.ceil(decoding.max_len_ratio * int(lengths.max()) + decoding.max_len_extra)
+    hypotheses, attention = greedy_decode_with_attention(
+        network, src, lengths, datamodule.bos_id, datamodule.eos_id, max_len
+    )
+    if attention is None:
+        return None
+
+    def pieces(tokenizer, row: list[int]) -> list[str]:
+        return [tokenizer.id_to_token(i) or "?" for i in row]
+
+    source_tokens = [pieces(datamodule.src_tokenizer, row) for row in ids]
+    target_tokens = [[*pieces(datamodule.tgt_tokenizer, row), "</s>"] for row in hypotheses]
+    titles = [datamodule.decode(row)[:40] for row in hypotheses]
+    return save_alignment_figure(list(attention), source_tokens, target_tokens, titles, path)
 
 
 def _attention_figure(prepared: Prepared, network: torch.nn.Module, count: int, path: Path) -> Path:

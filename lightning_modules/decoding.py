@@ -43,6 +43,14 @@ def greedy_decode(
     model: nn.Module, src: Tensor, src_lengths: Tensor, bos_id: int, eos_id: int, max_len: int
 ) -> list[list[int]]:
     """The argmax token at every step, for each sentence of the batch, until eos or ``max_len``."""
+    return greedy_decode_with_attention(model, src, src_lengths, bos_id, eos_id, max_len)[0]
+
+
+def greedy_decode_with_attention(
+    model: nn.Module, src: Tensor, src_lengths: Tensor, bos_id: int, eos_id: int, max_len: int
+) -> tuple[list[list[int]], Tensor | None]:
+    """``greedy_decode``, plus the attention over the source at every step: ``[B, steps, S]``, or
+    None for a model without attention."""
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1; got {max_len}")
     with _inference(model):
@@ -50,18 +58,20 @@ def greedy_decode(
         state = model.start(memory)
         prev = torch.full((src.shape[0],), bos_id, dtype=torch.long, device=src.device)
         done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
-        steps = []
+        steps, attentions = [], []
         for _ in range(max_len):
-            logits, state, _ = model.step(memory, state, prev)
+            logits, state, attention = model.step(memory, state, prev)
             prev = logits.argmax(dim=-1)
             steps.append(prev)
+            if attention is not None:
+                attentions.append(attention)
             done |= prev == eos_id
             if bool(done.all()):
                 break
     hypotheses = []
     for row in torch.stack(steps, dim=1).tolist():
         hypotheses.append(row[: row.index(eos_id)] if eos_id in row else row)
-    return hypotheses
+    return hypotheses, torch.stack(attentions, dim=1) if attentions else None
 
 
 def beam_search(

@@ -66,6 +66,7 @@ def test_translation_run_tracks_bleu_and_translations_then_translates_new_lines(
         + "optimizer: {name: adam, lr: 0.005}\n"
         + "trainer: {max_epochs: 30, accelerator: cpu}\n"
         + "decoding: {beam_size: 3}\n"
+        + "tracking: {heatmaps: 2}\n"
     )
     ran = litbench("run", "copy.yaml", "--data-dir", "data", "--tracking-uri", tracking_uri, cwd=tmp_path)
     assert ran.returncode == 0, ran.stdout + ran.stderr
@@ -78,6 +79,8 @@ def test_translation_run_tracks_bleu_and_translations_then_translates_new_lines(
     assert {"val/bleu", "val/ppl", "train/ppl", "test/ppl"} <= set(metrics)
     assert run.data.params["decoding.beam_size"] == "3"
     assert run.data.tags["litbench.metric"] == "bleu"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "heatmaps")}
+    assert artifacts == {"heatmaps/attention.png"}, "the source attention of 2 test sentences"
     client.download_artifacts(run.info.run_id, "translations", str(tmp_path / "out"))
     translations = (tmp_path / "out" / "translations" / "test.txt").read_text().splitlines()
     assert len(translations) == int(run.data.params["data.size.test"])
