@@ -8,7 +8,6 @@ tensor, or the dict of token tensors of a text batch); targets are the second el
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning
@@ -18,10 +17,9 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from experiments.specs import OptimizerSpec, RegularizationSpec, ScheduleSpec
-from lightning_modules.errors import NonFiniteLossError
 from lightning_modules.metrics import TASK_METRICS, metric_collection, predictions
 from lightning_modules.optim import configure_from_specs
-from lightning_modules.regularization import l1_penalty
+from lightning_modules.regularization import checked_training_loss
 
 
 class ClassificationModule(lightning.LightningModule):
@@ -75,15 +73,7 @@ class ClassificationModule(lightning.LightningModule):
         x, y = batch
         logits = self.network(x)
         data_loss = self._loss(logits, y, label_smoothing=self.regularization.label_smoothing)
-        loss = data_loss
-        if self.regularization.l1 > 0:
-            loss = loss + self.regularization.l1 * l1_penalty(self.network)
-        value = loss.item()
-        if not math.isfinite(value):
-            # raised before backward so the weights stay as they were when the run diverged
-            raise NonFiniteLossError(
-                f"non-finite loss ({value}) at epoch {self.current_epoch}, step {self.global_step}"
-            )
+        loss, value = checked_training_loss(self, data_loss, self.regularization.l1)
         with torch.no_grad():
             self._train_sums[0] += data_loss * len(y)
             if not self.regression:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -43,3 +44,18 @@ def decay_param_groups(
         {"params": no_decay, "weight_decay": 0.0},
     ]
     return [group for group in groups if group["params"]]
+
+
+def checked_training_loss(module, data_loss: Tensor, l1: float) -> tuple[Tensor, float]:
+    """The loss to step on (``data_loss`` plus ``l1`` times the L1 penalty of ``module.network``) and
+    its value; a non-finite one raises NonFiniteLossError before backward, so the weights stay as they
+    were when the run diverged."""
+    from lightning_modules.errors import NonFiniteLossError
+
+    loss = data_loss + l1 * l1_penalty(module.network) if l1 > 0 else data_loss
+    value = loss.item()
+    if not math.isfinite(value):
+        raise NonFiniteLossError(
+            f"non-finite loss ({value}) at epoch {module.current_epoch}, step {module.global_step}"
+        )
+    return loss, value

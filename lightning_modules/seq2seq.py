@@ -23,9 +23,8 @@ from torch import Tensor, nn
 from experiments.specs import OptimizerSpec, RegularizationSpec, ScheduleSpec
 from lightning_modules.classification import log_step_loss
 from lightning_modules.decoding import beam_search, greedy_decode
-from lightning_modules.errors import NonFiniteLossError
 from lightning_modules.optim import configure_from_specs
-from lightning_modules.regularization import l1_penalty
+from lightning_modules.regularization import checked_training_loss
 
 log = logging.getLogger(__name__)
 
@@ -128,15 +127,7 @@ class Seq2SeqModule(lightning.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         logits = self(batch["src"], batch["src_lengths"], batch["tgt_in"])
         data_loss = self._token_loss(logits, batch["tgt_out"], self.regularization.label_smoothing)
-        loss = data_loss
-        if self.regularization.l1 > 0:
-            loss = loss + self.regularization.l1 * l1_penalty(self.network)
-        value = loss.item()
-        if not math.isfinite(value):
-            # raised before backward so the weights stay as they were when the run diverged
-            raise NonFiniteLossError(
-                f"non-finite loss ({value}) at epoch {self.current_epoch}, step {self.global_step}"
-            )
+        loss, value = checked_training_loss(self, data_loss, self.regularization.l1)
         with torch.no_grad():
             tokens = (batch["tgt_out"] != self.pad_id).sum()
             self._train_sums[0] += data_loss * tokens
