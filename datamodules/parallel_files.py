@@ -16,15 +16,14 @@ because dropping it would shift every later line against its translation.
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
 import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from datamodules.download import DATA_DIR_HINT, CorruptDataError, DataNotFoundError
+from datamodules.text_files import csv_rows
 
 MULTI30K_SPLITS = {"train": "train", "val": "val", "test": "test_2016_flickr"}  # split -> file stem
 MULTI30K_LANGS = ("en", "de", "fr", "cs")
@@ -159,16 +158,7 @@ def read_pairs(
         lines = text.split("\n")
         rows = [(n, line.removesuffix("\r").split("\t")) for n, line in enumerate(lines, start=1)]
     else:
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-        rows, line = [], 1
-        try:
-            for fields in reader:
-                rows.append((line, fields))
-                line = reader.line_num + 1  # a quoted field may span lines: the next row starts here
-        except csv.Error as err:
-            raise CorruptDataError(
-                f"{path}, line {line}: not valid CSV ({err}); check the quoting on that line."
-            ) from None
+        rows = csv_rows(path, text, delimiter)
     rows = [(n, fields) for n, fields in rows if any(f.strip() for f in fields)]
     if header and rows:
         rows.pop(0)

@@ -94,6 +94,21 @@ def read_table(
     )
 
 
+def csv_rows(path: Path, text: str, delimiter: str) -> list[tuple[int, list[str]]]:
+    """``text`` (the contents of ``path``) parsed as CSV: each row with the line number it starts on."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows, line = [], 1
+    try:
+        for fields in reader:
+            rows.append((line, fields))
+            line = reader.line_num + 1  # a quoted field may span lines: the next row starts here
+    except csv.Error as err:
+        raise CorruptDataError(
+            f"{path}, line {line}: not valid CSV ({err}); check the quoting on that line."
+        ) from None
+    return rows
+
+
 def _delimited_rows(path: Path, delimiter: str, header: bool) -> tuple[list[tuple[int, Any]], list[str]]:
     if delimiter == "\t":
         rows = read_tsv(path)  # no quoting, as in GLUE
@@ -104,16 +119,7 @@ def _delimited_rows(path: Path, delimiter: str, header: bool) -> tuple[list[tupl
             raise CorruptDataError(
                 f"{path}: not valid UTF-8 ({err.reason} at byte {err.start}); convert the file to UTF-8."
             ) from None
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-        rows, line = [], 1
-        try:
-            for fields in reader:
-                rows.append((line, fields))
-                line = reader.line_num + 1  # a quoted field may span lines: the next row starts here
-        except csv.Error as err:
-            raise CorruptDataError(
-                f"{path}, line {line}: not valid CSV ({err}); check the quoting on that line."
-            ) from None
+        rows = csv_rows(path, text, delimiter)
     rows = [(line, fields) for line, fields in rows if any(f.strip() for f in fields)]  # blank lines
     names = rows.pop(0)[1] if header and rows else []
     width = len(names) if header else len(rows[0][1]) if rows else 0
