@@ -1,10 +1,13 @@
 """Translation data: a parallel corpus, BPE subwords, and length-bucketed teacher-forcing batches.
 
 Corpora (``corpus``): ``multi30k`` (its own train/val/test_2016_flickr splits), ``files`` (two aligned
-files) and ``pairs`` (a TSV/CSV of pairs, e.g. an Anki or Tatoeba export); the last two are one pool
-that a seeded split cuts into train/val/test. Text is lowercased first if asked, so references match.
-The BPE vocabulary is fit on the training split only, shared by both languages (``joint``) or one per
-side, and every split is encoded through the on-disk cache of ``datamodules.text``.
+files), ``pairs`` (a TSV/CSV of pairs, e.g. an Anki or Tatoeba export) and ``hub`` (a Hugging Face
+``datasets`` corpus, e.g. ``bentrevett/multi30k`` or ``wmt/wmt14`` with ``hub_config: de-en``). Files and
+pairs are one pool that a seeded split cuts into train/val/test; a hub corpus keeps the splits it has
+and cuts the missing ones out of its training split the same way. Text is lowercased first if asked,
+so references match. The BPE vocabulary is fit on the training split only, shared by both languages
+(``joint``) or one per side, and every split is encoded through the on-disk cache of
+``datamodules.text``.
 
 Special ids are the text tokenizers' own (``datamodules.text.SPECIALS``): pad=0, unk=1, and the
 sentence markers ``[CLS]`` (id 3) as beginning-of-sentence and ``[SEP]`` (id 2) as end-of-sentence,
@@ -43,6 +46,7 @@ from datamodules.parallel_files import (
     read_multi30k,
     read_pairs,
 )
+from datamodules.parallel_hub import read_hub
 from datamodules.sharding import trainer_rank
 from datamodules.text import (
     CLS_ID,
@@ -68,7 +72,7 @@ BOS_ID, EOS_ID = CLS_ID, SEP_ID  # [CLS] opens a sentence and [SEP] closes it, a
 TRUNCATE_LEN = 1024  # tokens the tokenizer keeps per sentence: a guard against a runaway line, not a filter
 SPLITS = ("train", "val", "test")
 
-CorpusKind = Literal["multi30k", "files", "pairs"]
+CorpusKind = Literal["multi30k", "files", "pairs", "hub"]
 
 
 class ParallelDataset(Dataset):
@@ -121,7 +125,8 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
     (default ``multi30k``); ``files`` reads ``source_file`` and ``target_file`` (default
     ``<path>.<lang>``, e.g. ``europarl.de``); ``pairs`` reads the file ``path``, taking the columns
     ``source_column`` and ``target_column`` (an Anki ``fra.txt`` is English in 0, French in 1; a
-    Tatoeba pair download has its texts in 1 and 3).
+    Tatoeba pair download has its texts in 1 and 3); ``hub`` loads the data set ``path`` (a hub name or
+    a local dataset folder), configuration ``hub_config``, with HF ``datasets``.
     """
 
     pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
@@ -141,6 +146,7 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
         delimiter: str
         | None = None,  # pairs: None picks it from the suffix (tab for .tsv/.txt, comma for .csv)
         header: bool = False,  # pairs: the first line names the columns
+        hub_config: str | None = None,  # hub: the data set's configuration, e.g. "de-en" for wmt/wmt14
         lowercase: bool = False,
         max_len: int | None = 100,  # training pairs with a side over this many subword tokens are dropped
         val_fraction: float = 0.05,  # files/pairs only: Multi30k has its own splits
@@ -160,9 +166,11 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
                 "regularization.augment has no policy for translation (token noise would corrupt the "
                 "references); set it to false and regularize with dropout or label smoothing"
             )
-        if corpus not in ("multi30k", "files", "pairs"):
-            raise ValueError(f"corpus must be 'multi30k', 'files' or 'pairs', got {corpus!r}")
-        if corpus == "multi30k" and source_lang == target_lang:
+        if corpus not in ("multi30k", "files", "pairs", "hub"):
+            raise ValueError(f"corpus must be 'multi30k', 'files', 'pairs' or 'hub', got {corpus!r}")
+        if corpus == "hub" and not path:
+            raise ValueError("corpus='hub' needs path: the data set's hub name, e.g. bentrevett/multi30k")
+        if corpus in ("multi30k", "hub") and source_lang == target_lang:
             raise ValueError(f"source_lang and target_lang are both {source_lang!r}; pick two languages")
         if corpus == "files" and not (source_file and target_file) and not path:
             raise ValueError(
@@ -189,6 +197,7 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
         self.source_file, self.target_file = source_file, target_file
         self.source_column, self.target_column = source_column, target_column
         self.delimiter, self.header = delimiter, header
+        self.hub_config = hub_config
         self.lowercase = lowercase
         self.max_len = max_len
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
@@ -217,6 +226,12 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
         """Splits train, val and test of raw (lowercased if asked) sentences, in file order."""
         if self.corpus == "multi30k":
             splits = read_multi30k(self._resolve(self.path or "multi30k"), self.source_lang, self.target_lang)
+        elif self.corpus == "hub":
+            assert self.path is not None
+            splits = read_hub(self.path, self.hub_config, self.source_lang, self.target_lang)
+            if len(splits) < len(SPLITS):  # cut the missing splits out of train, as for files
+                cut = self._split(splits.pop("train"))
+                splits = {"train": cut["train"], **{n: splits.get(n, cut[n]) for n in ("val", "test")}}
         else:
             if self.corpus == "files":
                 source = self.source_file or f"{self.path}.{self.source_lang}"

@@ -180,7 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
             "input line (an empty line stays empty)."
         ),
     )
-    translate.add_argument("run_id", help="the MLflow run id (see `litbench ls EXPERIMENT`)")
+    translate.add_argument(
+        "run_id",
+        metavar="RUN_ID|CHECKPOINT",
+        help="the MLflow run id (see `litbench ls EXPERIMENT`), or a checkpoint: the run's artifact folder "
+        "(`mlflow artifacts download -r RUN_ID -d DIR`) or its model/weights.pt beside spec.yaml",
+    )
     translate.add_argument("file", nargs="?", help="a text file, one source sentence a line (default: stdin)")
     translate.add_argument("--beam-size", type=_positive_int, help="beam width (default: the run's decoding)")
     translate.add_argument("--length-penalty", type=float, help="GNMT alpha (default: the run's decoding)")

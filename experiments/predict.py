@@ -35,8 +35,6 @@ def restore_run(run_id: str, tracking_uri: str, data_dir: Path):
     build (datamodule, network, module), the network holding the trained weights."""
     from mlflow.exceptions import MlflowException
 
-    from experiments.runner import prepare
-
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # two small files: no bars
     client = tracking.client_for(tracking_uri)
     try:
@@ -54,9 +52,44 @@ def restore_run(run_id: str, tracking_uri: str, data_dir: Path):
                 f"run {run_id} has no {WEIGHTS_ARTIFACT} artifact (or no spec.yaml); this needs the "
                 "trained weights: train it again with `tracking: {log_checkpoint: true}`"
             ) from None
-        prepared = prepare(load_run_spec(spec_file), data_dir)
+        return _rebuild(Path(spec_file), Path(weights_file), data_dir)
+
+
+def restore_checkpoint(path: Path, data_dir: Path):
+    """A run rebuilt from files on disk: a folder of its artifacts (``mlflow artifacts download -r
+    RUN_ID``: ``spec.yaml`` and ``model/weights.pt``), or a ``weights.pt`` with the run's ``spec.yaml``
+    in its folder or the folder above."""
+    path = Path(path)
+    if path.is_dir():
+        weights = next((w for w in (path / WEIGHTS_ARTIFACT, path / "weights.pt") if w.is_file()), None)
+        specs = [path / "spec.yaml"]
+    else:
+        weights = path if path.is_file() else None
+        specs = [path.parent / "spec.yaml", path.parent.parent / "spec.yaml"]
+    spec = next((s for s in specs if s.is_file()), None)
+    if weights is None or spec is None:
+        missing = "weights (model/weights.pt)" if weights is None else "spec.yaml of the run"
+        raise SpecError(
+            f"{path}: found no {missing}. A checkpoint is a run's artifact folder (download it with "
+            "`mlflow artifacts download -r RUN_ID -d DIR`) or its weights.pt with spec.yaml beside it "
+            "or one folder up; or pass the run id itself."
+        )
+    return _rebuild(spec, weights, data_dir)
+
+
+def _rebuild(spec_file: Path, weights_file: Path, data_dir: Path):
+    from experiments.runner import prepare
+
+    prepared = prepare(load_run_spec(spec_file), data_dir)
+    try:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
-    prepared.network.load_state_dict(state)
+        prepared.network.load_state_dict(state)
+    except (RuntimeError, OSError, EOFError) as err:  # not a state dict, or another model's
+        raise SpecError(
+            f"{weights_file}: cannot load these weights into the {prepared.spec.model.name} of "
+            f"{spec_file} ({str(err).splitlines()[0]}); the weights and the spec must come from the "
+            "same run."
+        ) from None
     prepared.network.eval()
     return prepared
 

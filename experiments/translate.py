@@ -1,4 +1,5 @@
-"""``litbench translate RUN_ID``: a tracked translation run's model on new sentences.
+"""``litbench translate RUN_ID``: a tracked translation run's model on new sentences (or a checkpoint:
+a run's artifact folder on disk, or its weights.pt beside its spec.yaml).
 
 The run comes back from MLflow as ``litbench predict`` brings it (its ``spec.yaml`` and
 ``model/weights.pt``; the corpus is read again, so its BPE vocabulary is the run's, from the encoded
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.predict import restore_run
+from experiments.predict import restore_checkpoint, restore_run
 from experiments.specs import DecodingSpec, SpecError
 
 
@@ -28,8 +29,12 @@ def translate_run(
     length_penalty: float | None = None,
     batch_size: int = 64,
 ) -> Iterator[str]:
-    """The translation of each line (an empty line stays empty), in order, batch by batch."""
-    prepared = restore_run(run_id, tracking_uri, data_dir)
+    """The translation of each line (an empty line stays empty), in order, batch by batch.
+    ``run_id`` may also be the path of a checkpoint (see ``restore_checkpoint``)."""
+    if Path(run_id).exists():
+        prepared = restore_checkpoint(Path(run_id), data_dir)
+    else:
+        prepared = restore_run(run_id, tracking_uri, data_dir)
     datamodule = prepared.datamodule
     if not hasattr(datamodule, "references"):
         raise SpecError(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
+import json
 import re
 import unicodedata
 from pathlib import Path
@@ -320,3 +322,61 @@ def test_real_multi30k_de_en(shared_data: Path, tmp_path: Path) -> None:
     assert len(dm.references("test")) == 1000 and dm.references("train")[0].startswith("Two young")
     batch = next(iter(dm.val_dataloader()))
     assert batch["src"].shape[0] == 128 and (batch["tgt_in"][:, 0] == dm.bos_id).all()
+
+
+# ---- hub corpora (HF datasets; a local dataset folder stands in for the hub) ----------------------
+
+
+@pytest.fixture
+def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")
+    return tmp_path / "hf"
+
+
+def test_hub_corpus_with_a_translation_column_keeps_its_splits(tmp_path: Path, hf_cache: Path) -> None:
+    folder = tmp_path / "opus_like"
+    folder.mkdir()
+    splits = {"train": PAIRS[:40], "validation": PAIRS[40:45], "test": PAIRS[45:50]}
+    for name, pairs in splits.items():
+        rows = [json.dumps({"translation": {"en": en, "de": de}}, ensure_ascii=False) for en, de in pairs]
+        write_lines(folder / f"{name}.jsonl", rows)
+    dm = datamodule(tmp_path, corpus="hub", path=str(folder))
+    assert dm.sizes() == {"train": 40, "val": 5, "test": 5}
+    assert dm.references("test") == [en for en, _ in PAIRS[45:50]]
+    assert dm.sources("val") == [de for _, de in PAIRS[40:45]]
+
+
+def test_hub_corpus_with_language_columns_and_train_only_is_split_by_seed(
+    tmp_path: Path, hf_cache: Path
+) -> None:
+    folder = tmp_path / "multi30k_like"
+    folder.mkdir()
+    with (folder / "train.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["en", "de"])
+        writer.writerows(PAIRS)
+    dm = datamodule(tmp_path, corpus="hub", path=str(folder), val_fraction=0.1, test_fraction=0.2)
+    assert dm.sizes() == {"train": 42, "val": 6, "test": 12}
+    from_pairs = datamodule(
+        tmp_path,
+        corpus="pairs",
+        path=str(write_anki(tmp_path / "deu.txt")),
+        source_column=1,
+        target_column=0,
+        val_fraction=0.1,
+        test_fraction=0.2,
+    )
+    assert dm.references("test") == from_pairs.references("test")  # the same seeded split
+
+
+def test_hub_corpus_errors_name_the_problem(tmp_path: Path, hf_cache: Path) -> None:
+    folder = tmp_path / "fr_only"
+    folder.mkdir()
+    write_lines(folder / "train.jsonl", [json.dumps({"translation": {"en": "a", "fr": "b"}})])
+    with pytest.raises(CorruptDataError, match=r"holds en, fr, not 'de' and 'en'"):
+        datamodule(tmp_path, corpus="hub", path=str(folder)).setup()
+    with pytest.raises(DataNotFoundError, match=r"could not load the parallel corpus (?s:.)*the pairs"):
+        datamodule(tmp_path, corpus="hub", path=str(tmp_path / "nowhere")).setup()
+    with pytest.raises(ValueError, match="corpus='hub' needs path"):
+        datamodule(tmp_path, corpus="hub")

@@ -185,6 +185,34 @@ def test_step_loop_equals_forward_and_attention_is_a_masked_distribution(
             assert (attention[src == PAD] == 0).all()
 
 
+RECURRENT = [(n, o) for n, o in CONFIGS if n != "transformer_seq2seq"]
+
+
+RECURRENT_IDS = [i for i in CONFIG_IDS if not i.startswith("transformer")]
+
+
+@pytest.mark.parametrize(("name", "options"), RECURRENT, ids=RECURRENT_IDS)
+def test_teacher_forced_forward_has_the_step_loops_gradients(name: str, options: dict[str, Any]) -> None:
+    """forward runs the decoder over all gold steps at once (or projects all steps at once); training
+    through it must give the very gradients of the one-step-at-a-time decoding protocol."""
+    model = build(name, dropout=0.0, **options)
+    src, lengths, tgt, out = SOME["src"], SOME["src_lengths"], SOME["tgt_in"], SOME["tgt_out"]
+
+    def gradients(logits: Tensor) -> list[Tensor]:
+        model.zero_grad()
+        F.cross_entropy(logits.flatten(0, 1), out.flatten(), ignore_index=PAD).backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    fast = gradients(model(src, lengths, tgt))
+    memory = model.encode(src, lengths)
+    state, steps = model.start(memory), []
+    for t in range(tgt.shape[1]):
+        logits, state, _ = model.step(memory, state, tgt[:, t])
+        steps.append(logits)
+    for a, b in zip(fast, gradients(torch.stack(steps, dim=1)), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_reorder_selects_rows_of_memory_and_state() -> None:
     for name in NAMES:
         model = build(name).eval()

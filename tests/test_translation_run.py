@@ -62,7 +62,7 @@ def test_translation_run_tracks_bleu_and_translations_then_translates_new_lines(
     write_copy_corpus(tmp_path / "data")
     (tmp_path / "copy.yaml").write_text(
         CORPUS
-        + "model: {name: transformer_seq2seq, d_model: 32, heads: 2, layers: 1, ff_dim: 64}\n"
+        + "model: {name: gru_attention, embed_dim: 32, hidden: 64}\n"
         + "optimizer: {name: adam, lr: 0.005}\n"
         + "trainer: {max_epochs: 30, accelerator: cpu}\n"
         + "decoding: {beam_size: 3}\n"
@@ -109,6 +109,17 @@ def test_translation_run_tracks_bleu_and_translations_then_translates_new_lines(
     )
     assert translated.returncode == 0, translated.stderr
     assert translated.stdout.splitlines() == [translations[0], "", *translations[1:]]
+
+    # ... and so does a checkpoint on disk: the run's artifact folder, or its weights file
+    folder = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "checkpoint")))
+    (tmp_path / "sources.txt").write_text(stdin)
+    for checkpoint in (folder, folder / "model" / "weights.pt"):
+        from_disk = litbench("translate", str(checkpoint), "sources.txt", "--data-dir", "data", cwd=tmp_path)
+        assert from_disk.returncode == 0, from_disk.stderr
+        assert from_disk.stdout == translated.stdout
+    (folder / "spec.yaml").unlink()
+    missing = litbench("translate", str(folder), "sources.txt", "--data-dir", "data", cwd=tmp_path)
+    assert missing.returncode == 2 and "found no spec.yaml of the run" in missing.stderr
 
 
 @pytest.mark.parametrize(

@@ -44,13 +44,19 @@ class Attention(nn.Module):
         return self.key(outputs)
 
     def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """-> context [B, H] and weights [B, S]."""
+        """One query [B, H] -> context [B, H], weights [B, S]; or every step's [B, T, H] -> [B, T, H],
+        [B, T, S] at once (teacher forcing of a decoder whose queries do not depend on the context)."""
+        one_step = query.dim() == 2
+        queries = query.unsqueeze(1) if one_step else query
         if self.kind == "bahdanau":
-            scores = self.v(torch.tanh(self.query(query).unsqueeze(1) + keys)).squeeze(-1)
+            projected = self.query(queries).unsqueeze(2) + keys.unsqueeze(1)  # [B, T, S, H]
+            scores = self.v(torch.tanh(projected)).squeeze(-1)
         else:
-            scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)
-        weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)  # every row has a real token
-        return torch.bmm(weights.unsqueeze(1), values).squeeze(1), weights
+            scores = torch.bmm(queries, keys.transpose(1, 2))
+        # every row has a real token, so no row is all -inf
+        weights = scores.masked_fill(~mask.unsqueeze(1), float("-inf")).softmax(dim=-1)
+        context = torch.bmm(weights, values)
+        return (context.squeeze(1), weights.squeeze(1)) if one_step else (context, weights)
 
 
 class RecurrentSeq2Seq(Seq2Seq):
@@ -163,7 +169,14 @@ class RecurrentSeq2Seq(Seq2Seq):
         return state
 
     def step(self, memory: Memory, state: State, prev_tokens: Tensor) -> tuple[Tensor, State, Tensor | None]:
-        parts = [self.tgt_embed(prev_tokens)]
+        features, new_state, weights = self._step_features(memory, state, self.tgt_embed(prev_tokens))
+        return self._logits(features), new_state, weights
+
+    def _step_features(
+        self, memory: Memory, state: State, embedded: Tensor
+    ) -> tuple[Tensor, State, Tensor | None]:
+        """One decoder step from the embedded previous token [B, E]: the output layer's input [B, H]."""
+        parts = [embedded]
         if self.input_feed:
             parts.append(state["feed"])
         weights = None
@@ -188,8 +201,10 @@ class RecurrentSeq2Seq(Seq2Seq):
             features = torch.tanh(self.combine(torch.cat([context, out], dim=-1)))
             if self.input_feed:
                 new_state["feed"] = features
-        logits = self.output(self.pre_output(self.dropout(features)))
-        return logits, new_state, weights
+        return features, new_state, weights
+
+    def _logits(self, features: Tensor) -> Tensor:
+        return self.output(self.pre_output(self.dropout(features)))
 
     def forward(
         self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, teacher_forcing: float = 1.0
@@ -197,15 +212,39 @@ class RecurrentSeq2Seq(Seq2Seq):
         if not 0.0 <= teacher_forcing <= 1.0:
             raise ValueError(f"teacher_forcing is a probability; got {teacher_forcing}")
         memory = self.encode(src, src_lengths)
+        if teacher_forcing < 1.0:
+            return self._forward_own_guesses(memory, tgt_in, teacher_forcing)
+        embedded = self.tgt_embed(tgt_in)
+        if self.attention_kind == "bahdanau" or self.input_feed:
+            # each step's input needs the previous step's context: a Python loop over the steps, but
+            # the embeddings and the output layer (most of the arithmetic) run once on all of them
+            state = self.start(memory)
+            features = []
+            for t in range(tgt_in.shape[1]):
+                step_features, state, _ = self._step_features(memory, state, embedded[:, t])
+                features.append(step_features)
+            return self._logits(torch.stack(features, dim=1))
+        # the cell reads gold tokens only, so it runs over the whole target in one call, and
+        # Luong attention (queried by the new states) then attends for all steps at once
+        hx = memory["h0"].transpose(0, 1).contiguous()
+        if self.cell == "lstm":
+            hx = (hx, memory["c0"].transpose(0, 1).contiguous())
+        out, _ = self.decoder(embedded, hx)
+        if self.attention is None:
+            return self._logits(out)
+        context, _ = self.attention(out, memory["keys"], memory["outputs"], memory["src_mask"])
+        return self._logits(torch.tanh(self.combine(torch.cat([context, out], dim=-1))))
+
+    def _forward_own_guesses(self, memory: Memory, tgt_in: Tensor, teacher_forcing: float) -> Tensor:
+        """Scheduled sampling: per row and step, the gold token with probability ``teacher_forcing``,
+        else the model's own argmax of the step before."""
         state = self.start(memory)
         prev = tgt_in[:, 0]
         steps = []
         for t in range(tgt_in.shape[1]):
             if t > 0:
-                prev = tgt_in[:, t]
-                if teacher_forcing < 1.0:  # per row: gold with that probability, else own argmax
-                    gold = torch.rand(prev.shape, device=prev.device) < teacher_forcing
-                    prev = torch.where(gold, prev, steps[-1].argmax(dim=-1))
+                gold = torch.rand(prev.shape, device=prev.device) < teacher_forcing
+                prev = torch.where(gold, tgt_in[:, t], steps[-1].argmax(dim=-1))
             logits, state, _ = self.step(memory, state, prev)
             steps.append(logits)
         return torch.stack(steps, dim=1)
