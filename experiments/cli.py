@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="translate sentences with a tracked translation run (one per line, stdin or a file)",
         description=(
             "Rebuild translation run RUN_ID from MLflow (its spec.yaml and model/weights.pt, logged with "
-            "tracking.log_checkpoint: true; the corpus is read again for its BPE vocabulary) and translate "
+            "tracking.log_checkpoint: true), or from those files on disk (CHECKPOINT), reading the corpus "
+            "again for its BPE vocabulary, and translate "
             "each line of FILE (default: standard input) by batched beam search, printing one line per "
             "input line (an empty line stays empty)."
         ),

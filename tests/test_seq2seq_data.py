@@ -322,6 +322,10 @@ def test_real_multi30k_de_en(shared_data: Path, tmp_path: Path) -> None:
     assert len(dm.references("test")) == 1000 and dm.references("train")[0].startswith("Two young")
     batch = next(iter(dm.val_dataloader()))
     assert batch["src"].shape[0] == 128 and (batch["tgt_in"][:, 0] == dm.bos_id).all()
+    for lang in ("fr", "cs"):  # every language is line-aligned with English in every split
+        splits = read_multi30k(shared_data / "multi30k", lang, "en")
+        sizes = {name: len(text) for name, text in splits.items()}
+        assert sizes == {"train": 29000, "val": 1014, "test": 1000}
 
 
 # ---- hub corpora (HF datasets; a local dataset folder stands in for the hub) ----------------------
