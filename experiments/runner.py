@@ -165,6 +165,7 @@ def _prepare_seq2seq(spec: RunSpec, datamodule: Any, model_options: dict[str, An
         eos_id=datamodule.eos_id,
         detokenize=datamodule.decode,
         references=datamodule.references,
+        sources=datamodule.sources,
         teacher_forcing=decoding.teacher_forcing,
         beam_size=decoding.beam_size,
         length_penalty=decoding.length_penalty,

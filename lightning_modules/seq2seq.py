@@ -68,13 +68,14 @@ class Seq2SeqModule(lightning.LightningModule):
         eos_id: int,
         detokenize: Callable[[list[int]], str],
         references: Callable[[str], list[str]],
+        sources: Callable[[str], list[str]] | None = None,  # raw sources, for the logged samples
         teacher_forcing: float = 1.0,  # probability of feeding the gold token; < 1 for recurrent models only
         beam_size: int = 5,  # test and predict
         length_penalty: float = 1.0,  # GNMT alpha; 0 scores by log-probability alone
         max_len_ratio: float = 1.5,  # decode at most ratio * longest source + extra tokens
         max_len_extra: int = 10,
         val_beam_size: int = 1,  # 1: greedy validation, cheap enough to run every epoch
-        samples: int = 3,  # (index, reference, hypothesis) triples kept per evaluation
+        samples: int = 3,  # (index, reference, hypothesis) triples kept (and logged) per evaluation
         test_stages: tuple[str, ...] = ("test",),
     ) -> None:
         super().__init__()
@@ -95,6 +96,7 @@ class Seq2SeqModule(lightning.LightningModule):
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.detokenize = detokenize
         self.references = references
+        self.sources = sources
         self.teacher_forcing = teacher_forcing
         self.beam_size, self.val_beam_size = beam_size, val_beam_size
         self.length_penalty = length_penalty
@@ -210,8 +212,26 @@ class Seq2SeqModule(lightning.LightningModule):
         self.hypotheses[stage] = pairs
         n = self.num_samples
         self.samples[stage] = [(i, ref, hyp) for (i, hyp), ref in zip(pairs[:n], gold[:n], strict=True)]
+        self._log_samples(stage, split)
+
+    def _log_samples(self, stage: str, split: str) -> None:
+        """The kept triples to the console and, on rank 0 of a tracked run, to the MLflow run as
+        ``samples/val-epoch<N>.txt`` (``samples/test.txt``): each epoch's translations, in the UI."""
+        sources = self.sources(split) if self.sources is not None else None
+        blocks = []
         for index, reference, hypothesis in self.samples[stage]:
-            log.info("%s #%d\n  ref: %s\n  hyp: %s", stage, index, reference, hypothesis)
+            source = f"  src: {sources[index]}\n" if sources is not None else ""
+            blocks.append(f"{stage} #{index}\n{source}  ref: {reference}\n  hyp: {hypothesis}")
+        for block in blocks:
+            log.info("%s", block)
+        logger = self.logger
+        if not blocks or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        client = getattr(logger, "experiment", None)
+        if hasattr(client, "log_text") and logger.run_id is not None:
+            epoch = "" if stage in self.test_stages else f"-epoch{self.current_epoch:03d}"
+            name = f"samples/{stage}{epoch}.txt"
+            client.log_text(logger.run_id, "\n\n".join(blocks) + "\n", name)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_sums.pop("val", None)

@@ -81,6 +81,18 @@ def test_translation_run_tracks_bleu_and_translations_then_translates_new_lines(
     assert run.data.tags["litbench.metric"] == "bleu"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "heatmaps")}
     assert artifacts == {"heatmaps/attention.png"}, "the source attention of 2 test sentences"
+    # three source/reference/hypothesis triples per validation epoch and for the test
+    samples = sorted(a.path for a in client.list_artifacts(run.info.run_id, "samples"))
+    assert samples[:2] == ["samples/test.txt", "samples/val-epoch000.txt"]
+    assert len(samples) == 31 and samples[-1] == "samples/val-epoch029.txt"
+    test_samples = client.download_artifacts(run.info.run_id, "samples/test.txt", str(tmp_path / "out"))
+    triples = Path(test_samples).read_text().split("\n\n")
+    assert len(triples) == 3
+    for triple in triples:
+        header, src, ref, hyp = triple.strip().split("\n")
+        assert header.startswith("test #") and src.startswith("  src: ") and ref.startswith("  ref: ")
+        assert src[7:] == ref[7:], "the copy task: the source is the reference"
+        assert hyp.startswith("  hyp: ")
     client.download_artifacts(run.info.run_id, "translations", str(tmp_path / "out"))
     translations = (tmp_path / "out" / "translations" / "test.txt").read_text().splitlines()
     assert len(translations) == int(run.data.params["data.size.test"])
