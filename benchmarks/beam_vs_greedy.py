@@ -11,15 +11,13 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from pathlib import Path
 
 import sacrebleu
 
-from experiments import tracking
-from experiments.environment import resolve_data_dir
-from experiments.predict import restore_run
-from experiments.specs import DecodingSpec
+from core.context import Context
+from experiments.run.restore import restore_run
 from lightning_modules.decoding import beam_search, greedy_decode
+from tasks.translation import DecodingSpec
 
 
 def main() -> None:
@@ -31,10 +29,9 @@ def main() -> None:
     parser.add_argument("--tracking-uri")
     parser.add_argument("--data-dir")
     args = parser.parse_args()
-    uri = tracking.resolve_tracking_uri(args.tracking_uri)
-    prepared = restore_run(args.run_id, uri, Path(resolve_data_dir(args.data_dir)))
+    prepared = restore_run(args.run_id, Context.resolve(args.tracking_uri, args.data_dir))
     datamodule, network = prepared.datamodule, prepared.network
-    decoding = prepared.spec.decoding or DecodingSpec()
+    decoding = prepared.settings or DecodingSpec()
     references = datamodule.references("test")
     hypotheses: dict[str, list[str]] = {"greedy": [""] * len(references), "beam": [""] * len(references)}
     seconds = {"greedy": 0.0, "beam": 0.0}

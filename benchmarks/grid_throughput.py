@@ -39,7 +39,7 @@ seeds: [0, 1]
 
 def litbench(*args: str, cwd: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "experiments.cli", *args]
+    command = [sys.executable, "-m", "cli", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
 
 

@@ -32,7 +32,11 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from experiments.runner import build_trainer, execute, prepare, quiet_libraries  # noqa: E402
+from core.context import Context  # noqa: E402
+from experiments.environment import quiet_libraries  # noqa: E402
+from experiments.run.fit import build_trainer  # noqa: E402
+from experiments.run.prepare import prepare  # noqa: E402
+from experiments.run.runner import execute  # noqa: E402
 from experiments.specs import RunSpec, load_run_spec  # noqa: E402
 from lightning_modules.optim import build_optimizer  # noqa: E402
 
@@ -45,7 +49,7 @@ def plain_loop(spec: RunSpec, data_dir: Path) -> tuple[float, float]:
     dm, network = prepared.datamodule, prepared.network
     # fused, as the ClassificationModule builds it in 32-bit precision: the same update on both sides
     optimizer = build_optimizer(
-        spec.optimizer, network.named_parameters(), spec.regularization.l2, fused=True
+        spec.optimizer.factory(spec.regularization.l2), network.named_parameters(), fused=True
     )
     train_loader, val_loader = dm.train_dataloader(), dm.val_dataloader()
     start = time.perf_counter()
@@ -83,7 +87,7 @@ def litbench_run(spec: RunSpec, data_dir: Path) -> tuple[float, float, int]:
 
     with tempfile.TemporaryDirectory() as store:
         uri = f"sqlite:///{store}/mlflow.db"
-        result = execute(spec, experiment="overhead", tracking_uri=uri, data_dir=data_dir)
+        result = execute(spec, Context(uri, data_dir), experiment="overhead")
         client = MlflowClient(uri)
         steps = len(client.get_metric_history(result.run_id, "train/loss_step"))
         train_loss = client.get_metric_history(result.run_id, "train/loss")[-1].value

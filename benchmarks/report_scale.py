@@ -61,7 +61,7 @@ def main() -> int:
             [
                 sys.executable,
                 "-m",
-                "experiments.cli",
+                "cli",
                 "report",
                 "scale",
                 "--tracking-uri",

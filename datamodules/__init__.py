@@ -1,20 +1,17 @@
-"""Datamodules by name: ``create_datamodule("mnist", batch_size=256)``, ``available_datamodules()``."""
+"""Datamodules by name: ``create_datamodule("mnist", batch_size=256)``, ``available_datamodules()``.
+
+Importing this package registers every built-in datamodule (``datamodules.registry`` holds the
+registry itself, so the modules that register into it never import this package's ``__init__``).
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-import lightning
-
+from core.metrics import TaskProtocol
+from datamodules import digits, glue, mnist, seq2seq, text_classification
 from datamodules.augment import AugmentationPolicy, augment_batch
-from datamodules.base import ImageClassificationDataModule, InMemoryBatchLoader, TaskProtocol
+from datamodules.base import ImageClassificationDataModule, InMemoryBatchLoader
 from datamodules.download import CorruptDataError, DataError, DataNotFoundError
-from experiments.registry import Registry
-
-DATAMODULES: Registry[type[lightning.LightningDataModule]] = Registry("datamodule")
-
-# imported after DATAMODULES exists: each module registers its classes into it
-from datamodules import digits, glue, mnist, seq2seq, text_classification  # noqa: E402
+from datamodules.registry import DATAMODULES, available_datamodules, create_datamodule
 
 __all__ = [
     "DATAMODULES",
@@ -34,12 +31,3 @@ __all__ = [
     "seq2seq",
     "text_classification",
 ]
-
-
-def create_datamodule(name: str, **kwargs: Any) -> lightning.LightningDataModule:
-    """The datamodule registered as ``name``, built with ``kwargs``; unknown names list the known ones."""
-    return DATAMODULES.get(name)(**kwargs)
-
-
-def available_datamodules() -> list[str]:
-    return DATAMODULES.names()

@@ -9,27 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import lightning
 import torch
 from torch import Tensor
 
+from core.metrics import TaskProtocol
 from datamodules.augment import AugmentationPolicy, augment_batch
 from datamodules.download import CorruptDataError
 from datamodules.sharding import shard, shard_size, trainer_rank
-
-
-@dataclass(frozen=True, kw_only=True)  # keyword-only: defaults come before the required fields
-class TaskProtocol:
-    """How a task is scored: its metric (logged as ``val/<metric>``), direction, target and budget."""
-
-    metric: str = "acc"  # the primary metric: reports rank by it, early stopping watches it
-    mode: Literal["max", "min"] = "max"
-    metrics: tuple[str, ...] = ()  # further metrics logged beside it, e.g. ("acc",) next to MRPC's F1
-    target: float  # time-to-target is the first time val/<metric> reaches this (in the mode's direction)
-    max_epochs: int  # the default epoch budget
 
 
 class InMemoryBatchLoader:
@@ -92,6 +81,7 @@ class ImageClassificationDataModule(lightning.LightningDataModule):
     ``prepare_data`` to download or check files (it runs once per node, before ``setup``).
     """
 
+    task_kind: ClassVar[str] = "image_classification"  # the task kind in tasks.TASKS that trains it
     protocol: ClassVar[TaskProtocol]
     input_shape: ClassVar[tuple[int, int, int]]  # (C, H, W)
     num_classes: ClassVar[int]

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from datamodules import DATAMODULES
+from core.metrics import TaskProtocol
 from datamodules.augment import AugmentationPolicy
-from datamodules.base import ImageClassificationDataModule, TaskProtocol
+from datamodules.base import ImageClassificationDataModule
+from datamodules.registry import DATAMODULES
 
 
 @DATAMODULES.register("digits")

@@ -15,10 +15,12 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.errors import InputError
+
 DATA_DIR_HINT = "choose the data directory with --data-dir or the LITBENCH_DATA_DIR environment variable"
 
 
-class DataError(RuntimeError):
+class DataError(InputError, RuntimeError):
     """A data set that cannot be loaded; the message names the file, the problem and the fix."""
 
 

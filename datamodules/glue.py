@@ -11,14 +11,14 @@ when ``download`` is on and a network is there.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from datamodules import DATAMODULES
-from datamodules.base import TaskProtocol
+from core.metrics import TaskProtocol
 from datamodules.download import DataNotFoundError
 from datamodules.glue_files import available_splits, download_with_datasets, get_task, read_split
-from datamodules.text import TokenizerSpec
+from datamodules.registry import DATAMODULES
 from datamodules.text_classification import TextClassificationDataModule, TextSplit
+from datamodules.text_tokenizers import TokenizerSpec
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,15 @@ TARGETS = {
     "rte": 0.55,
     "wnli": 0.55,
 }
+BUDGET_EPOCHS = 5  # the default epoch budget of every GLUE task
 
 
 @DATAMODULES.register("glue")
 class GlueDataModule(TextClassificationDataModule):
     """One GLUE task; its metrics are the ones the GLUE leaderboard reports, its primary metric first."""
+
+    # an option that never changed training, removed; kept in run identities at the value every run had
+    retired_options: ClassVar[dict[str, Any]] = {"max_epochs": 5}
 
     def __init__(
         self,
@@ -63,7 +67,6 @@ class GlueDataModule(TextClassificationDataModule):
         split_seed: int = 0,
         train_subset: int | None = None,
         word_dropout: float = 0.1,
-        max_epochs: int = 5,
         download: bool = True,
         cache_dir: str | None = None,
     ) -> None:
@@ -87,10 +90,9 @@ class GlueDataModule(TextClassificationDataModule):
         self.label_names = self.task.label_names
         self.protocol = TaskProtocol(
             metric=self.task.metric,
-            mode=self.task.mode,
             metrics=self.task.metrics[1:],
             target=TARGETS[self.task.name],
-            max_epochs=max_epochs,
+            max_epochs=BUDGET_EPOCHS,
         )
 
     @property

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from core.metrics import direction_of
+from core.registry import UnknownNameError
 from datamodules.download import DATA_DIR_HINT, CorruptDataError, DataNotFoundError
-from experiments.registry import UnknownNameError
 
 Split = Literal["train", "dev", "test", "dev_mismatched", "test_mismatched"]
 
@@ -46,7 +47,6 @@ class GlueTask:
     label_names: tuple[str, ...]  # id i is label_names[i] (HF datasets' order); () for regression
     metric: str  # the primary metric, logged as val/<metric>
     metrics: tuple[str, ...]  # everything GLUE reports for the task, primary first
-    mode: Literal["max", "min"] = "max"
     string_labels: bool = False  # the official files and the submission use label names, not ids
     files: Mapping[str, str] = field(default_factory=lambda: dict(_STANDARD_FILES))  # split -> file
     submission_files: Mapping[str, str] = field(default_factory=dict)  # split -> file name GLUE expects
@@ -56,6 +56,11 @@ class GlueTask:
     headerless_files: tuple[str, ...] = ()  # official files without a header line ...
     headerless_header: tuple[str, ...] = ()  # ... read as if they had this one
     hf_text_columns: tuple[str, ...]  # the text features of the HF datasets config, for the export
+
+    @property
+    def mode(self) -> Literal["max", "min"]:
+        """Whether higher or lower values of the primary metric are better: its declared direction."""
+        return direction_of(self.metric)
 
     @property
     def regression(self) -> bool:

@@ -11,11 +11,12 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from datamodules import DATAMODULES
+from core.metrics import TaskProtocol
 from datamodules.augment import AugmentationPolicy
-from datamodules.base import ImageClassificationDataModule, TaskProtocol
+from datamodules.base import ImageClassificationDataModule
 from datamodules.download import DATA_DIR_HINT, CorruptDataError, DataNotFoundError, fetch, md5sum
 from datamodules.idx import read_idx
+from datamodules.registry import DATAMODULES
 
 SPLIT_FILES = {  # split -> (images, labels) base names, without ".gz"
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -7,9 +7,9 @@ pairs are one pool that a seeded split cuts into train/val/test; a hub corpus ke
 and cuts the missing ones out of its training split the same way. Text is lowercased first if asked,
 so references match. The BPE vocabulary is fit on the training split only, shared by both languages
 (``joint``) or one per side, and every split is encoded through the on-disk cache of
-``datamodules.text``.
+``datamodules.encoded_text``.
 
-Special ids are the text tokenizers' own (``datamodules.text.SPECIALS``): pad=0, unk=1, and the
+Special ids are the text tokenizers' own (``datamodules.text_tokenizers.SPECIALS``): pad=0, unk=1, and the
 sentence markers ``[CLS]`` (id 3) as beginning-of-sentence and ``[SEP]`` (id 2) as end-of-sentence,
 as BERT brackets a segment. A batch is a dict of int64 tensors:
 
@@ -25,20 +25,19 @@ side. Validation and test are never filtered, so scores are comparable across se
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules import DATAMODULES
-from datamodules.base import TaskProtocol
+from core.metrics import TaskProtocol
 from datamodules.download import DataError
+from datamodules.encoded_text import EncodedCorpus, TokenSequences, encode_cached
 from datamodules.parallel_files import (
     ParallelText,
     check_columns,
@@ -47,24 +46,11 @@ from datamodules.parallel_files import (
     read_pairs,
 )
 from datamodules.parallel_hub import read_hub
+from datamodules.registry import DATAMODULES
 from datamodules.sharding import trainer_rank
-from datamodules.text import (
-    CLS_ID,
-    PAD_ID,
-    SEP_ID,
-    SPECIALS,
-    UNK_ID,
-    BucketBatchSampler,
-    EncodedCorpus,
-    TextTokenizer,
-    TokenizerSpec,
-    TokenSequences,
-    _as_is,
-    _Batches,
-    _gather,
-    encode_cached,
-)
+from datamodules.text_batches import BatchesDataset, BucketBatchSampler, as_is, gather
 from datamodules.text_classification import default_cache_dir, take
+from datamodules.text_tokenizers import CLS_ID, PAD_ID, SEP_ID, SPECIALS, UNK_ID, TextTokenizer, TokenizerSpec
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +87,8 @@ class ParallelDataset(Dataset):
             raise ValueError(f"a batch needs a non-empty 1-D list of indices, got shape {list(index.shape)}")
         if int(index.min()) < 0 or int(index.max()) >= len(self):
             raise IndexError(f"batch indices span {int(index.min())}..{int(index.max())} of {len(self)}")
-        src, src_lengths = _gather(self.src, index)
-        tgt, tgt_lengths = _gather(self.tgt, index)
+        src, src_lengths = gather(self.src, index)
+        tgt, tgt_lengths = gather(self.tgt, index)
         rows = len(index)
         tgt_in = torch.cat([tgt.new_full((rows, 1), BOS_ID), tgt], dim=1)
         tgt_out = torch.cat([tgt, tgt.new_full((rows, 1), PAD_ID)], dim=1)
@@ -130,6 +116,13 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
     """
 
     pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+    task_kind: ClassVar[str] = "translation"  # the task kind in tasks.TASKS that trains it
+    # BLEU on the test split; no time-to-target threshold (none is known per corpus yet)
+    protocol: ClassVar[TaskProtocol] = TaskProtocol(
+        metric="bleu", metrics=("chrf",), target=None, max_epochs=20
+    )
+    # an option that never changed training, removed; kept in run identities at the value every run had
+    retired_options: ClassVar[dict[str, Any]] = {"max_epochs": 20}
 
     def __init__(
         self,
@@ -156,7 +149,6 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
         joint: bool = True,  # one vocabulary for both languages; False: one per side
         batch_size: int = 64,
         eval_batch_size: int = 128,
-        max_epochs: int = 20,
         cache_dir: str | None = None,
         augment: bool = False,
     ) -> None:
@@ -208,8 +200,6 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.name = f"translation/{corpus}-{source_lang}-{target_lang}"
-        # BLEU on the test split; no time-to-target threshold until the runner sets one per corpus
-        self.protocol = TaskProtocol(metric="bleu", mode="max", target=math.inf, max_epochs=max_epochs)
         self.corpora: tuple[EncodedCorpus, ...] = ()  # (joint,) or (source, target)
         self.tokenize_s: float | None = None  # wall time of the last encode (a cache hit: reading it)
         self.filtered = 0  # training pairs dropped by max_len or a blank side
@@ -414,7 +404,7 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
             pad_shards=train,  # DDP needs equal step counts; evaluation must count each pair once
         )
         # the sampler yields whole index lists; ParallelDataset.batch gathers each in a few tensor ops
-        return DataLoader(_Batches(dataset), sampler=sampler, batch_size=None, collate_fn=_as_is)  # type: ignore[arg-type]
+        return DataLoader(BatchesDataset(dataset), sampler=sampler, batch_size=None, collate_fn=as_is)  # type: ignore[arg-type]
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

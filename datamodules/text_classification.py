@@ -4,7 +4,7 @@ A subclass reads its files into ``TextSplit``s: "train" (labelled), "test" (labe
 are reported on; GLUE's dev split), optionally further labelled evaluation splits (MNLI's mismatched
 dev) and "predict" (unlabelled, for submissions). The base class holds out a seeded fraction of train
 as "val" (early stopping and checkpoint selection watch it, so the reported split never steers
-training), encodes every split through the on-disk cache of ``datamodules.text`` and serves
+training), encodes every split through the on-disk cache of ``datamodules.encoded_text`` and serves
 length-bucketed, dynamically padded batches. Augmentation is word dropout: each real token of a
 training batch becomes [UNK] with probability ``word_dropout``.
 """
@@ -12,34 +12,25 @@ training batch becomes [UNK] with probability ``word_dropout``.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from datamodules import DATAMODULES
-from datamodules.base import TaskProtocol
+from core.metrics import TaskProtocol
 from datamodules.download import DataError
+from datamodules.encoded_text import EncodedCorpus, TokenSequences, encode_cached
+from datamodules.registry import DATAMODULES
 from datamodules.sharding import trainer_rank
-from datamodules.text import (
-    SEP_ID,
-    SPECIALS,
-    UNK_ID,
-    EncodedCorpus,
-    TextDataset,
-    TokenizerSpec,
-    TokenSequences,
-    encode_cached,
-    make_loader,
-)
+from datamodules.text_batches import TextDataset, make_loader
 from datamodules.text_files import read_table
+from datamodules.text_tokenizers import SEP_ID, SPECIALS, UNK_ID, TokenizerSpec
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +50,7 @@ class TextClassificationDataModule(lightning.LightningDataModule):
     """Shared machinery; subclasses implement ``_read`` and set ``protocol``, ``num_classes``,
     ``label_names`` and ``name`` (used in messages and the cache folder) before ``setup`` ends."""
 
+    task_kind: ClassVar[str] = "text_classification"  # the task kind in tasks.TASKS that trains it
     protocol: TaskProtocol
     num_classes: int
     label_names: tuple[str, ...] = ()
@@ -306,6 +298,9 @@ class TextClassificationFiles(TextClassificationDataModule):
     predict file. Paths are relative to the data directory unless absolute. Columns are header names
     or 0-based positions; labels are class names or integer ids (``regression``: float scores)."""
 
+    # an option that never changed training, removed; kept in run identities at the value every run had
+    retired_options: ClassVar[dict[str, Any]] = {"max_epochs": 10}
+
     def __init__(
         self,
         data_dir: str = "./data",
@@ -327,7 +322,6 @@ class TextClassificationFiles(TextClassificationDataModule):
         split_seed: int = 0,
         train_subset: int | None = None,
         word_dropout: float = 0.1,
-        max_epochs: int = 10,
         cache_dir: str | None = None,
     ) -> None:
         super().__init__(
@@ -350,11 +344,9 @@ class TextClassificationFiles(TextClassificationDataModule):
         self.label_column = label_column
         self.regression = regression
         metric = metric or ("pearson" if regression else "acc")
-        mode: Literal["max", "min"] = "min" if metric == "mse" else "max"
         extra = ("spearman",) if metric == "pearson" else ()
-        self.protocol = TaskProtocol(
-            metric=metric, mode=mode, metrics=extra, target=math.inf, max_epochs=max_epochs
-        )
+        # no time-to-target threshold: nothing is known of a user's corpus
+        self.protocol = TaskProtocol(metric=metric, metrics=extra, target=None, max_epochs=10)
         self.num_classes = 1 if regression else 2  # set from the training labels in _read
         self.name = f"text_classification({train_file})"
 

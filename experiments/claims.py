@@ -19,7 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from core import tags as tag
 from experiments import tracking
+from experiments.processes import process_alive
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -28,11 +30,6 @@ if TYPE_CHECKING:
 HEARTBEAT_EVERY_S = 30.0
 ORPHAN_AFTER_S = 180.0  # six missed heartbeats
 CLAIM_GRACE_S = 120.0  # a claim with no run after this long was abandoned by a dead worker
-
-TAG_HOST = "litbench.host"
-TAG_PID = "litbench.pid"
-TAG_HEARTBEAT = "litbench.heartbeat"  # unix seconds of the worker's last sign of life
-TAG_ATTEMPT = "litbench.attempt"
 
 
 @dataclass(frozen=True)
@@ -44,19 +41,19 @@ class CellState:
 
 
 def worker_tags(attempt: int | None = None) -> dict[str, str]:
-    tags = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()), TAG_HEARTBEAT: f"{time.time():.0f}"}
+    owner = {tag.HOST: socket.gethostname(), tag.PID: str(os.getpid()), tag.HEARTBEAT: f"{time.time():.0f}"}
     if attempt is not None:
-        tags[TAG_ATTEMPT] = str(attempt)
-    return tags
+        owner[tag.ATTEMPT] = str(attempt)
+    return owner
 
 
 def worker_gone(run: Run, now: float | None = None) -> bool:
     """Whether the worker that owns ``run`` has stopped: its process is dead on this host, or its
     heartbeat is older than ``ORPHAN_AFTER_S``. Says nothing about the run's status."""
     tags = run.data.tags
-    if tags.get(TAG_HOST) == socket.gethostname() and tags.get(TAG_PID, "").isdigit():
-        return not process_alive(int(tags[TAG_PID]))
-    last_sign = float(tags.get(TAG_HEARTBEAT) or run.info.start_time / 1000)
+    if tags.get(tag.HOST) == socket.gethostname() and tags.get(tag.PID, "").isdigit():
+        return not process_alive(int(tags[tag.PID]))
+    last_sign = float(tags.get(tag.HEARTBEAT) or run.info.start_time / 1000)
     return (now or time.time()) - last_sign > ORPHAN_AFTER_S
 
 
@@ -64,20 +61,6 @@ def is_orphaned(run: Run, now: float | None = None) -> bool:
     """RUNNING in this view of the run, with its worker gone. A view read before the check may be
     stale (the worker finished the run and exited in between): ``settle`` reads it again."""
     return run.info.status == "RUNNING" and worker_gone(run, now)
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    try:  # a zombie (exited, not yet reaped by its parent) is gone for our purposes
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def settle(client: MlflowClient, run: Run, tags: dict[str, str] | None = None) -> Run:
@@ -94,7 +77,7 @@ def settle(client: MlflowClient, run: Run, tags: dict[str, str] | None = None) -
     run = client.get_run(run.info.run_id)
     if run.info.status != "RUNNING":
         return run
-    reason = {tracking.TAG_FAILURE: "orphaned: its worker process is gone"}
+    reason = {tag.FAILURE: "orphaned: its worker process is gone"}
     client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in (reason | (tags or {})).items()])
     client.set_terminated(run.info.run_id, "KILLED")
     return client.get_run(run.info.run_id)
@@ -112,7 +95,7 @@ def cell_state(runs: Iterable[Run]) -> CellState:
     if any(r.info.status == "RUNNING" for r in runs):
         return CellState("running", runs)
     if runs and runs[-1].info.status == "FAILED":
-        return CellState("failed", runs, failure=runs[-1].data.tags.get(tracking.TAG_FAILURE))
+        return CellState("failed", runs, failure=runs[-1].data.tags.get(tag.FAILURE))
     return CellState("missing", runs)
 
 
@@ -134,7 +117,7 @@ def claim(client: MlflowClient, experiment_id: str, spec_hash: str, runs: Iterab
     from mlflow.exceptions import MlflowException
 
     runs = list(runs)
-    attempts_with_runs = {r.data.tags.get(TAG_ATTEMPT) for r in runs}
+    attempts_with_runs = {r.data.tags.get(tag.ATTEMPT) for r in runs}
     attempt = len(runs)
     while True:
         name = f"litbench-claim/{experiment_id}/{spec_hash}/{attempt}"
@@ -177,6 +160,6 @@ class Heartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(self._every_s):
             try:
-                self._client.set_tag(self._run_id, TAG_HEARTBEAT, f"{time.time():.0f}")
+                self._client.set_tag(self._run_id, tag.HEARTBEAT, f"{time.time():.0f}")
             except Exception:  # a store hiccup must not kill training; the next beat retries
                 continue

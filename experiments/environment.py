@@ -5,14 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from pathlib import Path
-
-DEFAULT_DATA_DIR = Path("data")
-
-
-def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
-    """``--data-dir``, else ``LITBENCH_DATA_DIR``, else ``./data``."""
-    return Path(flag or os.environ.get("LITBENCH_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
 def launched_rank() -> int:

@@ -15,8 +15,11 @@ import time
 import urllib.request
 from collections.abc import Callable
 
+from core.errors import InputError
+from core.store import default_artifact_location
 
-class StoreIsServerError(ValueError):
+
+class StoreIsServerError(InputError):
     """The tracking URI already points at a server: there is nothing to serve."""
 
 
@@ -24,8 +27,6 @@ HOST = "127.0.0.1"  # the store holds unpublished results: never listen beyond t
 
 
 def server_command(tracking_uri: str, port: int, host: str = HOST) -> list[str]:
-    from experiments.tracking import default_artifact_location
-
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri]
     command += ["--host", host, "--port", str(port), "--workers", "1"]
     artifacts = default_artifact_location(tracking_uri)
@@ -66,7 +67,7 @@ def stop(server: subprocess.Popen, grace_s: float = 15.0) -> None:
         return
 
 
-def serve(tracking_uri: str, port: int, host: str = HOST, ready: Callable[[str], None] = print) -> int:
+def serve(tracking_uri: str, port: int, ready: Callable[[str], None], host: str = HOST) -> int:
     """Run the UI until interrupted; returns the server's exit status (0 after Ctrl-C or SIGTERM)."""
     if tracking_uri.startswith(("http://", "https://")):
         raise StoreIsServerError(

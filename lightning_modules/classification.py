@@ -1,5 +1,5 @@
-"""The classification task as a LightningModule: it receives a network and the optimizer, schedule
-and regularization specs, and owns the steps, metrics and logging only.
+"""The classification task as a LightningModule: it receives a network, the optimizer and schedule
+factories and the loss options, and owns the steps, metrics and logging only.
 
 A network with one output is a regression (STS-B's similarity score): mean squared error instead of
 cross-entropy, correlation metrics instead of accuracy. Inputs are whatever the network takes (an image
@@ -16,10 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from experiments.specs import OptimizerSpec, RegularizationSpec, ScheduleSpec
 from lightning_modules.metrics import TASK_METRICS, metric_collection, predictions
-from lightning_modules.optim import configure_from_specs
-from lightning_modules.regularization import checked_training_loss
+from lightning_modules.optim import OptimizerFactory, ScheduleFactory, configure_optimizers
+from lightning_modules.regularization import LossOptions, checked_training_loss
 
 
 class ClassificationModule(lightning.LightningModule):
@@ -34,9 +33,9 @@ class ClassificationModule(lightning.LightningModule):
         self,
         network: nn.Module,
         num_classes: int,
-        optimizer: OptimizerSpec,
-        schedule: ScheduleSpec,
-        regularization: RegularizationSpec,
+        optimizer: OptimizerFactory,
+        schedule: ScheduleFactory,
+        loss: LossOptions = LossOptions(),  # noqa: B008  (frozen: one shared default is safe)
         metric: str = "acc",
         extra_metrics: tuple[str, ...] = (),
         test_stages: tuple[str, ...] = ("test",),
@@ -46,9 +45,9 @@ class ClassificationModule(lightning.LightningModule):
             raise ValueError(f"unknown task metric {metric!r}; known: {', '.join(TASK_METRICS.names())}")
         self.network = network
         self.num_classes = num_classes
-        self.optimizer_spec = optimizer
-        self.schedule_spec = schedule
-        self.regularization = regularization
+        self.optimizer_factory = optimizer
+        self.schedule_factory = schedule
+        self.loss_options = loss
         self.metric = metric
         self.regression = num_classes == 1
         # Training loss and accuracy are running sums on the device, logged once an epoch: self.log()
@@ -72,8 +71,8 @@ class ClassificationModule(lightning.LightningModule):
     def training_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         logits = self.network(x)
-        data_loss = self._loss(logits, y, label_smoothing=self.regularization.label_smoothing)
-        loss, value = checked_training_loss(self, data_loss, self.regularization.l1)
+        data_loss = self._loss(logits, y, label_smoothing=self.loss_options.label_smoothing)
+        loss, value = checked_training_loss(self, data_loss, self.loss_options.l1)
         with torch.no_grad():
             self._train_sums[0] += data_loss * len(y)
             if not self.regression:
@@ -132,12 +131,8 @@ class ClassificationModule(lightning.LightningModule):
         return predictions(self.network(x))
 
     def configure_optimizers(self) -> Any:
-        return configure_from_specs(
-            self.trainer,
-            self.network.named_parameters(),
-            self.optimizer_spec,
-            self.schedule_spec,
-            weight_decay=self.regularization.l2,
+        return configure_optimizers(
+            self.trainer, self.network.named_parameters(), self.optimizer_factory, self.schedule_factory
         )
 
 

@@ -19,7 +19,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics.regression import MeanSquaredError, PearsonCorrCoef, SpearmanCorrCoef
 
-from experiments.registry import Registry
+from core.registry import Registry
 
 TASK_METRICS: Registry[Callable[[int], Metric]] = Registry("metric")
 

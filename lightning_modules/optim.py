@@ -1,9 +1,13 @@
-"""Optimizers and learning-rate schedules by name, built from the run spec.
+"""Optimizers and learning-rate schedules by name, and the factories a task module builds them with.
 
 Optimizer builders are ``(params, lr, weight_decay, <options>)`` and schedule builders
 ``(optimizer, steps_per_epoch, total_steps, <options>)``: the leading arguments are injected, the
 options are typed with defaults and become the schema of the spec's ``optimizer`` and ``schedule``
 sections. Every schedule is stepped once per optimizer step.
+
+A task module receives an ``OptimizerFactory`` and a ``ScheduleFactory`` (plain frozen data: a name
+and its options), never the engine's spec types; ``configure_optimizers`` turns them into Lightning's
+optimizer config once the trainer knows how many steps the run has.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -26,16 +31,17 @@ from torch.optim.lr_scheduler import (
     StepLR,
 )
 
-from experiments.registry import Registry
+from core.registry import Registry
 from lightning_modules.regularization import decay_param_groups
-
-if TYPE_CHECKING:
-    from experiments.specs import OptimizerSpec, ScheduleSpec
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]]
 
-OPTIMIZERS: Registry[Callable[..., Optimizer]] = Registry("optimizer")
-SCHEDULES: Registry[Callable[..., LRScheduler | None]] = Registry("schedule")
+OPTIMIZERS: Registry[Callable[..., Optimizer]] = Registry(
+    "optimizer", injected=("params", "lr", "weight_decay", "fused")
+)
+SCHEDULES: Registry[Callable[..., LRScheduler | None]] = Registry(
+    "schedule", injected=("optimizer", "steps_per_epoch", "total_steps")
+)
 
 WARMUP_START_FACTOR = 1e-3  # the warm-up's first step runs at this fraction of the lr
 
@@ -166,10 +172,43 @@ def onecycle(
     )
 
 
+@dataclass(frozen=True)
+class OptimizerFactory:
+    """An optimizer by name: its learning rate, weight decay (on matrices and kernels only) and the
+    registered builder's own options."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(
+        self, named_parameters: Iterable[tuple[str, nn.Parameter]], fused: bool = False
+    ) -> Optimizer:
+        return build_optimizer(self, named_parameters, fused=fused)
+
+    def check(self) -> None:
+        """Build it once over one parameter: a bad option combination raises ValueError now, cheaply,
+        instead of when the trainer first configures it."""
+        probe = nn.Parameter(torch.zeros(1, 1))
+        build_optimizer(self, [("probe", probe)])
+
+
+@dataclass(frozen=True)
+class ScheduleFactory:
+    """A learning-rate schedule by name, an optional linear warm-up and the builder's own options."""
+
+    name: str = "none"
+    warmup_epochs: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, optimizer: Optimizer, steps_per_epoch: int, total_steps: int) -> dict[str, Any] | None:
+        return build_scheduler(optimizer, self, steps_per_epoch, total_steps)
+
+
 def build_optimizer(
-    spec: OptimizerSpec,
+    spec: OptimizerFactory,
     named_parameters: Iterable[tuple[str, nn.Parameter]],
-    weight_decay: float,
     fused: bool = False,
 ) -> Optimizer:
     """The optimizer ``spec`` names, with weight decay on matrices and kernels only.
@@ -180,7 +219,7 @@ def build_optimizer(
     it with mixed precision plus gradient clipping, which Lightning forbids for fused optimizers.
     """
     builder = OPTIMIZERS.get(spec.name)
-    groups = decay_param_groups(named_parameters, weight_decay)
+    groups = decay_param_groups(named_parameters, spec.weight_decay)
     extra = {}
     if fused and "fused" in inspect.signature(builder).parameters:
         tensors = [p for group in groups for p in group["params"]]
@@ -190,11 +229,11 @@ def build_optimizer(
             and devices <= {"cpu", "cuda"}
             and all(p.dtype in (torch.float32, torch.bfloat16) for p in tensors)
         )
-    return builder(groups, lr=spec.lr, weight_decay=weight_decay, **extra, **spec.options)
+    return builder(groups, lr=spec.lr, weight_decay=spec.weight_decay, **extra, **spec.options)
 
 
 def build_scheduler(
-    optimizer: Optimizer, spec: ScheduleSpec, steps_per_epoch: int, total_steps: int
+    optimizer: Optimizer, spec: ScheduleFactory, steps_per_epoch: int, total_steps: int
 ) -> dict[str, Any] | None:
     """Lightning's lr-scheduler config for ``spec``, stepped every optimizer step, or None for a
     constant lr without warm-up. A warm-up rises linearly to the main schedule's starting lr."""
@@ -219,29 +258,23 @@ def build_scheduler(
     return {"scheduler": scheduler, "interval": "step"}
 
 
-def configure_from_specs(
+def configure_optimizers(
     trainer: Any,
     named_parameters: Iterable[tuple[str, nn.Parameter]],
-    optimizer_spec: OptimizerSpec,
-    schedule_spec: ScheduleSpec,
-    weight_decay: float,
+    optimizer: OptimizerFactory,
+    schedule: ScheduleFactory,
 ) -> Optimizer | dict[str, Any]:
-    """What a task module's ``configure_optimizers`` returns: the optimizer of ``optimizer_spec`` and,
-    unless the schedule is a constant lr, its per-step scheduler sized from the ``trainer``'s run."""
+    """What a task module's ``configure_optimizers`` returns: the optimizer and, unless the schedule is
+    a constant lr, its per-step scheduler sized from the ``trainer``'s run."""
     # fused kernels unscale gradients themselves, which Lightning's mixed precision cannot clip
-    optimizer = build_optimizer(
-        optimizer_spec,
-        named_parameters,
-        weight_decay=weight_decay,
-        fused="mixed" not in str(trainer.precision),
-    )
+    built = optimizer(named_parameters, fused="mixed" not in str(trainer.precision))
     total_steps = trainer.estimated_stepping_batches
     if not math.isfinite(total_steps):
         raise ValueError("learning-rate schedules need a finite run: set trainer max_epochs or max_steps")
     total_steps = int(total_steps)
     max_epochs = trainer.max_epochs
     steps_per_epoch = max(1, total_steps // max_epochs) if max_epochs and max_epochs > 0 else total_steps
-    scheduler = build_scheduler(optimizer, schedule_spec, steps_per_epoch, total_steps)
+    scheduler = schedule(built, steps_per_epoch, total_steps)
     if scheduler is None:
-        return optimizer
-    return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return built
+    return {"optimizer": built, "lr_scheduler": scheduler}

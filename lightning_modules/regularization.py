@@ -1,9 +1,11 @@
-"""Regularizers that act on parameters: the L1 penalty and weight-decay parameter groups."""
+"""Regularizers that act on the loss or the parameters: label smoothing and the L1 penalty (what a task
+module's training loss adds), weight-decay parameter groups (what the optimizer gets)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,6 +13,14 @@ from torch import Tensor, nn
 
 # Their weights scale activations rather than mix features; penalizing them fights the normalization.
 _NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm, nn.LocalResponseNorm)
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """What a task module adds to its training loss; L2 reaches the optimizer, dropout the network."""
+
+    label_smoothing: float = 0.0  # cross-entropy against (1 - s) one-hot + s uniform; 0 disables
+    l1: float = 0.0  # coefficient of the sum of |w| over weight matrices and kernels; 0 disables
 
 
 def l1_penalty(module: nn.Module) -> Tensor:

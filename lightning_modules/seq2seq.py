@@ -1,6 +1,6 @@
 """The translation task as a LightningModule: it receives a seq2seq network (the protocol of
-``lightning_modules.architectures.seq2seq``) and the optimizer, schedule and regularization specs, and
-owns the steps, metrics and logging only.
+``lightning_modules.architectures.seq2seq``), the optimizer and schedule factories and the loss
+options, and owns the steps, metrics and logging only.
 
 Training is teacher-forced cross-entropy on the target tokens (padding ignored). Evaluation logs the
 plain token-level loss and perplexity, decodes every batch (greedy or beam search), and at the end of
@@ -20,11 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from experiments.specs import OptimizerSpec, RegularizationSpec, ScheduleSpec
 from lightning_modules.classification import log_step_loss
 from lightning_modules.decoding import beam_search, greedy_decode
-from lightning_modules.optim import configure_from_specs
-from lightning_modules.regularization import checked_training_loss
+from lightning_modules.optim import OptimizerFactory, ScheduleFactory, configure_optimizers
+from lightning_modules.regularization import LossOptions, checked_training_loss
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +58,9 @@ class Seq2SeqModule(lightning.LightningModule):
     def __init__(
         self,
         network: nn.Module,
-        optimizer: OptimizerSpec,
-        schedule: ScheduleSpec,
-        regularization: RegularizationSpec,
+        optimizer: OptimizerFactory,
+        schedule: ScheduleFactory,
+        loss: LossOptions = LossOptions(),  # noqa: B008  (frozen: one shared default is safe)
         *,
         pad_id: int,
         bos_id: int,
@@ -90,9 +89,9 @@ class Seq2SeqModule(lightning.LightningModule):
                 f"max_len_ratio must be > 0 and max_len_extra >= 0; got {max_len_ratio}, {max_len_extra}"
             )
         self.network = network
-        self.optimizer_spec = optimizer
-        self.schedule_spec = schedule
-        self.regularization = regularization
+        self.optimizer_factory = optimizer
+        self.schedule_factory = schedule
+        self.loss_options = loss
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.detokenize = detokenize
         self.references = references
@@ -128,8 +127,8 @@ class Seq2SeqModule(lightning.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         logits = self(batch["src"], batch["src_lengths"], batch["tgt_in"])
-        data_loss = self._token_loss(logits, batch["tgt_out"], self.regularization.label_smoothing)
-        loss, value = checked_training_loss(self, data_loss, self.regularization.l1)
+        data_loss = self._token_loss(logits, batch["tgt_out"], self.loss_options.label_smoothing)
+        loss, value = checked_training_loss(self, data_loss, self.loss_options.l1)
         with torch.no_grad():
             tokens = (batch["tgt_out"] != self.pad_id).sum()
             self._train_sums[0] += data_loss * tokens
@@ -259,10 +258,6 @@ class Seq2SeqModule(lightning.LightningModule):
         return self.decode(batch, self.beam_size)
 
     def configure_optimizers(self) -> Any:
-        return configure_from_specs(
-            self.trainer,
-            self.network.named_parameters(),
-            self.optimizer_spec,
-            self.schedule_spec,
-            weight_decay=self.regularization.l2,
+        return configure_optimizers(
+            self.trainer, self.network.named_parameters(), self.optimizer_factory, self.schedule_factory
         )

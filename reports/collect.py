@@ -6,7 +6,9 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
-from experiments import tracking
+from core import tags as tag
+from core.errors import InputError
+from core.store import client_for
 
 # params that describe the data or the model's size rather than a choice a grid varies
 _NOT_FACTORS = ("seed", "model.num_params", "task")
@@ -56,7 +58,7 @@ def split_by_task(grid: GridRuns) -> dict[str, GridRuns]:
     return parts
 
 
-class ReportInputError(ValueError):
+class ReportInputError(InputError):
     """A report cannot be made from what was asked: the message says what to change."""
 
 
@@ -67,14 +69,14 @@ class NoRunsError(ReportInputError):
 def load_grid_runs(tracking_uri: str, experiment: str) -> GridRuns:
     import mlflow
 
-    client = tracking.client_for(tracking_uri)
+    client = client_for(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
         raise NoRunsError(f"no experiment {experiment!r} in {tracking_uri}; experiments there: {names}")
     mlflow.set_tracking_uri(tracking_uri)
     runs = mlflow.search_runs([found.experiment_id], max_results=100_000, output_format="pandas")
-    hash_column = f"tags.{tracking.TAG_SPEC_HASH}"
+    hash_column = f"tags.{tag.SPEC_HASH}"
     if runs.empty or hash_column not in runs:
         raise NoRunsError(f"experiment {experiment!r} holds no litbench runs; run `litbench grid` first")
     runs = runs[runs[hash_column].notna()].sort_values(["start_time", "run_id"], kind="stable")
@@ -104,11 +106,12 @@ def load_grid_runs(tracking_uri: str, experiment: str) -> GridRuns:
 
 
 def _protocol(run: pd.Series) -> tuple[str, str, float | None]:
-    target = run.get(f"tags.{tracking.TAG_TASK_TARGET}")
+    target = run.get(f"tags.{tag.TASK_TARGET}")
     return (
-        str(run[f"tags.{tracking.TAG_TASK_METRIC}"]),
-        str(run[f"tags.{tracking.TAG_TASK_MODE}"]),
-        float(target) if isinstance(target, str) and target not in ("", "None") else None,
+        str(run[f"tags.{tag.TASK_METRIC}"]),
+        str(run[f"tags.{tag.TASK_MODE}"]),
+        # "inf" on runs from before a task could say it has no target
+        float(target) if isinstance(target, str) and target not in ("", "None", "inf") else None,
     )
 
 
@@ -127,20 +130,20 @@ def _tidy(runs: pd.DataFrame) -> pd.DataFrame:
     params = {c: c.removeprefix("params.") for c in runs if c.startswith("params.")}
     metrics = {c: c.removeprefix("metrics.") for c in runs if c.startswith("metrics.")}
     tidy = runs[["run_id", *params, *metrics]].rename(columns={**params, **metrics})
-    tidy.insert(1, "config", runs[f"tags.{tracking.TAG_CONFIG}"].to_numpy())
-    tidy.insert(2, "spec_hash", runs[f"tags.{tracking.TAG_SPEC_HASH}"].to_numpy())
+    tidy.insert(1, "config", runs[f"tags.{tag.CONFIG}"].to_numpy())
+    tidy.insert(2, "spec_hash", runs[f"tags.{tag.SPEC_HASH}"].to_numpy())
     if "seed" in tidy:
         tidy["seed"] = pd.to_numeric(tidy["seed"])
     return tidy.sort_values(["config", "seed", "run_id"], kind="stable").reset_index(drop=True)
 
 
 def _unfinished(runs: pd.DataFrame) -> pd.DataFrame:
-    reason = runs.get(f"tags.{tracking.TAG_FAILURE}", pd.Series(index=runs.index, dtype=object))
+    reason = runs.get(f"tags.{tag.FAILURE}", pd.Series(index=runs.index, dtype=object))
     table = pd.DataFrame(
         {
             "run_id": runs["run_id"].to_numpy(),
             "run_name": runs["tags.mlflow.runName"].to_numpy(),
-            "config": runs[f"tags.{tracking.TAG_CONFIG}"].to_numpy(),
+            "config": runs[f"tags.{tag.CONFIG}"].to_numpy(),
             "status": runs["status"].to_numpy(),
             "reason": reason.fillna("").to_numpy(),
         }
@@ -153,7 +156,7 @@ def _axis_factors(runs: pd.DataFrame, tidy: pd.DataFrame) -> list[str] | None:
 
     A cell from an ``include`` entry leaves the other axes at the base: it shows as "base" there.
     """
-    prefix = f"tags.{tracking.FACTOR_TAG_PREFIX}"
+    prefix = f"tags.{tag.FACTOR_PREFIX}"
     columns = sorted(c for c in runs if c.startswith(prefix))
     if not columns or runs.empty:
         return None
@@ -181,7 +184,7 @@ def metric_histories(tracking_uri: str, run_ids: list[str], metric: str) -> pd.D
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    client = tracking.client_for(tracking_uri)
+    client = client_for(tracking_uri)
 
     def history(run_id: str) -> pd.DataFrame:
         values = sorted(client.get_metric_history(run_id, metric), key=lambda m: (m.step, m.timestamp))

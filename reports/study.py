@@ -1,7 +1,7 @@
 """``litbench report STUDY``: an Optuna study's trials, read from its storage, joined to their MLflow runs.
 
 A study is an MLflow experiment whose parent run carries ``litbench.study.role = parent`` (written by
-``litbench tune``, see experiments/tune.py). Its trials are read, read-only, from the Optuna storage
+``litbench tune``, see experiments/tuning/). Its trials are read, read-only, from the Optuna storage
 that run records, and written to ``reports/<study>/`` by default:
 
 - ``summary.md``: objective and direction, sampler and pruner, trials by state, the best trial.
@@ -9,42 +9,32 @@ that run records, and written to ``reports/<study>/`` by default:
 - ``best_trials.md``: the 10 best complete trials.
 - ``optimization_history.png``, ``param_importances.png`` (fANOVA), ``intermediate_values.png``.
 - ``report.html``: all of the above on one self-contained page.
+
+This module makes the tables and writes the files; reports/study_record.py reads the study and
+reports/study_plots.py draws the figures.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import sqlite3
-import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.request import pathname2url
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import optuna
 import pandas as pd
-from matplotlib.ticker import MaxNLocator
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from experiments import tracking
 from reports import formatting
-from reports.collect import ReportInputError
-
-# the tags and user attrs experiments/tune.py writes; named here so a report does not import
-# torch and Lightning (seconds) to read them
-TAG_STUDY = "litbench.study"
-TAG_ROLE = "litbench.study.role"
-TAG_STORAGE = "litbench.study.storage"
-TAG_TRIAL_NUMBER = "litbench.trial.number"
-TAG_PARENT = "mlflow.parentRunId"
-ATTR_RUN_ID = "litbench.run_id"
-ATTR_FAILURE = "litbench.failure"
+from reports.study_plots import plot_history, plot_importances, plot_intermediate
+from reports.study_record import (
+    ATTR_FAILURE,
+    StudyRecord,
+    best_trial_or_none,
+    load_study_record,
+    redacted,
+)
 
 STATES = {  # Optuna's state -> the word the trial runs' litbench.trial.state tag uses
     TrialState.COMPLETE: "complete",
@@ -59,24 +49,6 @@ PLOTS = {  # file -> its title in report.html
     "param_importances.png": "Parameter importances (fANOVA)",
     "intermediate_values.png": "Intermediate values (learning curves)",
 }
-_SAVE = {"dpi": 110, "bbox_inches": "tight", "metadata": {"Software": None}}  # as reports/plots.py
-
-
-class StudyInputError(ReportInputError):
-    """The study's storage cannot be read, or it holds nothing to report yet."""
-
-
-@dataclass(frozen=True)
-class StudyRecord:
-    name: str
-    objective: str  # the tracked metric the trials' values are, e.g. val/acc
-    direction: str  # maximize or minimize, as the storage says
-    sampler: str | None
-    pruner: str | None
-    storage: str
-    parent_run_id: str
-    study: optuna.Study
-    run_ids: dict[int, str]  # trial number -> its MLflow run
 
 
 @dataclass
@@ -84,147 +56,6 @@ class StudyReport:
     out_dir: Path
     trials: pd.DataFrame
     files: list[Path] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------- reading
-
-
-def study_parent(tracking_uri: str, experiment: str):
-    """The study's parent run, or None when ``experiment`` is no study (or does not exist)."""
-    client = tracking.client_for(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return None
-    runs = client.search_runs(
-        [found.experiment_id],
-        filter_string=f"tags.`{TAG_ROLE}` = 'parent'",
-        order_by=["attributes.start_time ASC"],
-        max_results=1,
-    )
-    return runs[0] if runs else None
-
-
-def is_study(tracking_uri: str, experiment: str) -> bool:
-    return study_parent(tracking_uri, experiment) is not None
-
-
-def load_study_record(tracking_uri: str, experiment: str) -> StudyRecord:
-    parent = study_parent(tracking_uri, experiment)
-    if parent is None:
-        raise StudyInputError(f"experiment {experiment!r} in {tracking_uri} has no study parent run")
-    tags = parent.data.tags
-    name = tags.get(TAG_STUDY, experiment)
-    location = tags.get(TAG_STORAGE) or _default_storage(tracking_uri)
-    study = _load(name, location, parent.info.run_id)
-    trials = study.get_trials(deepcopy=False)
-    if not trials:
-        raise StudyInputError(
-            f"study {name!r} has no trials yet (its storage {_shown(location)} holds the study, but no "
-            f"trial has started); run `litbench tune STUDY.yaml --tracking-uri {tracking_uri}` with its "
-            "study file first, then report again"
-        )
-    return StudyRecord(
-        name=name,
-        objective=tags.get("litbench.study.objective", "objective"),
-        direction="maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize",
-        sampler=tags.get("litbench.study.sampler"),
-        pruner=tags.get("litbench.study.pruner"),
-        storage=location,
-        parent_run_id=parent.info.run_id,
-        study=study,
-        run_ids=_run_ids(tracking_uri, parent, trials),
-    )
-
-
-def _default_storage(tracking_uri: str) -> str:
-    from experiments.tune import default_storage  # only for parent runs older than their storage tag
-
-    return default_storage(tracking_uri)
-
-
-def _load(name: str, location: str, parent_run_id: str) -> optuna.Study:
-    """The study, opened read-only: a report must never create, migrate or repair a storage."""
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    fix = (
-        f"put the storage back there, or point the parent run {parent_run_id} at where it is now: "
-        f"`MlflowClient(URI).set_tag('{parent_run_id}', '{TAG_STORAGE}', 'sqlite:////new/path/optuna.db')`"
-    )
-    path = _file_of(location)
-    if path is not None and not path.is_file():
-        raise StudyInputError(
-            f"the Optuna storage of study {name!r} is missing: its parent run records {location} (tag "
-            f"{TAG_STORAGE}) and there is no file {path}. If it was moved, {fix}; if it is lost, the "
-            "trials' MLflow runs remain, and `litbench tune` with the study file starts the study afresh"
-        )
-    try:
-        if "://" not in location:  # a journal file, as `litbench tune --storage x.journal` writes
-            from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-            storage = JournalStorage(JournalFileBackend(location))
-        elif path is not None:
-            storage = optuna.storages.RDBStorage(
-                "sqlite://", skip_table_creation=True, engine_kwargs={"creator": _read_only(path)}
-            )
-        else:
-            storage = optuna.storages.RDBStorage(location, skip_table_creation=True)
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        names = ", ".join(optuna.get_all_study_names(storage)) or "none"
-        raise StudyInputError(
-            f"the Optuna storage {_shown(location)} holds no study {name!r} (studies there: {names}); {fix}"
-        ) from None
-    except Exception as err:  # SQLAlchemy, a corrupt journal, a server that is down: all one message
-        cause = " ".join(str(err.__cause__ or err).split())[:300]
-        raise StudyInputError(
-            f"cannot read the Optuna storage {_shown(location)} of study {name!r}: {type(err).__name__}: "
-            f"{cause}. Check that it is an Optuna storage this user can read; if it moved, {fix}"
-        ) from None
-
-
-def _file_of(location: str) -> Path | None:
-    """The file behind a SQLite URL or a journal path; None for a server."""
-    if location.startswith("sqlite:///"):
-        return Path(location.removeprefix("sqlite:///"))
-    return None if "://" in location else Path(location)
-
-
-def _read_only(path: Path) -> Callable[[], sqlite3.Connection]:
-    """SQLite connections that cannot write (``mode=ro``), whatever characters the path holds."""
-
-    def connect() -> sqlite3.Connection:
-        # a running `litbench tune` may hold a write lock: wait for it rather than fail the report
-        return sqlite3.connect(f"file:{pathname2url(str(path))}?mode=ro", uri=True, timeout=60)
-
-    return connect
-
-
-def _shown(location: str) -> str:
-    """A storage URL without its password: error messages end up in CI logs."""
-    if "://" not in location or location.startswith("sqlite:"):
-        return location
-    from sqlalchemy.engine import make_url
-
-    return make_url(location).render_as_string(hide_password=True)
-
-
-def _run_ids(tracking_uri: str, parent, trials: list[FrozenTrial]) -> dict[int, str]:
-    """From each trial's ``litbench.run_id``; a trial still running has none yet: its nested run's."""
-    client = tracking.client_for(tracking_uri)
-    nested = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`{TAG_PARENT}` = '{parent.info.run_id}'",
-        order_by=["attributes.start_time ASC"],  # a number run twice (never, but) keeps its latest
-        max_results=50_000,
-    )
-    found = {
-        int(run.data.tags[TAG_TRIAL_NUMBER]): run.info.run_id
-        for run in nested
-        if run.data.tags.get(TAG_TRIAL_NUMBER, "").isdigit()
-    }
-    for trial in trials:
-        if trial.user_attrs.get(ATTR_RUN_ID):
-            found[trial.number] = str(trial.user_attrs[ATTR_RUN_ID])
-    return found
 
 
 # ---------------------------------------------------------------- tables
@@ -314,111 +145,6 @@ def param_importances(study: optuna.Study) -> tuple[dict[str, float], str | None
     return {name: float(v) for name, v in values.items()}, note
 
 
-# ---------------------------------------------------------------- plots
-
-
-def plot_history(frame: pd.DataFrame, record: StudyRecord, path: Path) -> Path:
-    """Each trial's value by number; pruned ones at their last intermediate value; the best so far."""
-    complete = frame[frame["state"] == "complete"]
-    pruned = frame[(frame["state"] == "pruned") & frame["value"].notna()]
-    if complete.empty and pruned.empty:
-        return _note_figure("No trial has a value yet (none complete or pruned after an epoch).", path)
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    ax.scatter(complete["number"], complete["value"], color="#4c72b0", label="complete", zorder=3)
-    if not pruned.empty:
-        ax.scatter(
-            pruned["number"], pruned["value"], marker="x", color="#999999", label="pruned (last value)"
-        )
-    if not complete.empty:
-        best = complete["value"].cummax() if record.direction == "maximize" else complete["value"].cummin()
-        last = frame["number"].max()  # the line runs on to the latest trial: nothing beat it since
-        numbers, values = [*complete["number"], last], [*best, best.iloc[-1]]
-        ax.step(numbers, values, where="post", color="#c44e52", label="best so far")
-    ax.set_xlabel("trial number")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(record.objective)
-    ax.set_title(f"{record.name}: {record.objective} per trial ({record.direction})", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
-
-
-def plot_importances(importances: dict[str, float], note: str | None, path: Path) -> Path:
-    if not importances:
-        return _note_figure(note or "No parameter importances.", path)
-    names = sorted(importances, key=lambda n: (importances[n], n))  # largest at the top
-    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.4 * len(names)))
-    ax.barh(names, [importances[n] for n in names], color="#4c72b0")
-    for y, name in enumerate(names):
-        ax.text(importances[name], y, f" {importances[name]:.2f}", va="center", fontsize=8)
-    ax.set_xlim(0, 1.1)
-    ax.set_xlabel("importance (fANOVA, share of the objective's variance; sums to 1)")
-    if note:
-        ax.set_title(note.replace("`", ""), fontsize=8, loc="left")
-    ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
-
-
-def plot_intermediate(record: StudyRecord, path: Path) -> Path:
-    """The objective per epoch as the pruner saw it; complete trials in color, the rest greyed."""
-    trials = [t for t in record.study.get_trials(deepcopy=False) if t.intermediate_values]
-    if not trials:
-        return _note_figure("No trial reported an intermediate value yet (none finished an epoch).", path)
-    best = _best(record.study)
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for t in trials:
-        steps = sorted(t.intermediate_values)
-        epochs, values = [s + 1 for s in steps], [t.intermediate_values[s] for s in steps]
-        if best is not None and t.number == best.number:
-            ax.plot(
-                epochs, values, color="#c44e52", linewidth=2.2, zorder=4, label=f"best (trial {t.number})"
-            )
-        elif t.state == TrialState.COMPLETE:
-            ax.plot(epochs, values, color="#4c72b0", linewidth=1.2, alpha=0.8)
-        elif t.state == TrialState.PRUNED:  # an x where the pruner stopped it
-            ax.plot(epochs, values, color="#aaaaaa", linewidth=1.0, marker="x", markevery=[-1])
-        else:
-            ax.plot(epochs, values, color="#cccccc", linewidth=1.0, linestyle=":")
-    present = {t.state for t in trials}
-    handles = [  # one legend entry per kind of line drawn
-        plt.Line2D([], [], color=color, marker=marker, linestyle=style, label=label)
-        for states, color, marker, style, label in (
-            ({TrialState.COMPLETE}, "#4c72b0", None, "-", "complete"),
-            ({TrialState.PRUNED}, "#aaaaaa", "x", "-", "pruned"),
-            ({TrialState.FAIL, TrialState.RUNNING}, "#cccccc", None, ":", "failed or running"),
-        )
-        if states & present
-    ]
-    ax.legend(handles=ax.get_legend_handles_labels()[0] + handles, fontsize=8, loc="best")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(record.objective)
-    ax.set_title(f"{record.name}: {record.objective} per epoch of each trial", fontsize=10)
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
-
-
-def _note_figure(text: str, path: Path) -> Path:
-    """A figure that says why there is no plot: report.html keeps its layout, and the reader sees why."""
-    fig, ax = plt.subplots(figsize=(7.5, 1.6))
-    ax.axis("off")
-    ax.text(0.5, 0.5, textwrap.fill(text.replace("`", ""), 80), ha="center", va="center", fontsize=10)
-    return _save(fig, path)
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.savefig(path, **_SAVE)
-    plt.close(fig)
-    return path
-
-
-def _best(study: optuna.Study) -> FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:  # no complete trial
-        return None
-
-
 # ---------------------------------------------------------------- writing
 
 
@@ -439,12 +165,12 @@ def summary_markdown(
         "",
         f"Study `{record.name}` {record.direction}s `{record.objective}`"
         + (f" with {how}" if how else "")
-        + f"; Optuna storage `{_shown(record.storage)}`, parent run `{record.parent_run_id}`.",
+        + f"; Optuna storage `{redacted(record.storage)}`, parent run `{record.parent_run_id}`.",
         "",
         f"{len(frame)} trials: {states}.",
         "",
     ]
-    best = _best(record.study)
+    best = best_trial_or_none(record.study)
     if best is None:
         lines += ["No trial has completed yet, so there is no best value.", ""]
     else:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from experiments import tracking
+from core import tags as tag
+from core.store import client_for, experiment_id_for
 
 MODELS = ("mlp", "cnn", "cnn_deep", "lstm", "transformer")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
@@ -51,27 +52,27 @@ def log_grid(
     """Log every cell as a FINISHED run (the last ``failed`` as FAILED ones); returns the run ids."""
     from mlflow.entities import Metric, Param
 
-    client = tracking.client_for(tracking_uri)
-    experiment_id = tracking.experiment_id_for(client, experiment, tracking_uri)
+    client = client_for(tracking_uri)
+    experiment_id = experiment_id_for(client, experiment, tracking_uri)
     rng = np.random.default_rng(0)
     now = int(time.time() * 1000)
     run_ids = []
     for i, cell in enumerate(grid):
         fails = i >= len(grid) - failed
-        tags = {
-            tracking.TAG_SPEC_HASH: uuid.uuid5(uuid.NAMESPACE_URL, f"{experiment}/{cell}").hex,
-            tracking.TAG_CONFIG: cell.config,
-            tracking.TAG_GRID: experiment,
-            tracking.TAG_TASK_METRIC: "acc",
-            tracking.TAG_TASK_MODE: "max",
-            tracking.TAG_TASK_TARGET: "0.9",
-            **tracking.factor_tags(
+        run_tags = {
+            tag.SPEC_HASH: uuid.uuid5(uuid.NAMESPACE_URL, f"{experiment}/{cell}").hex,
+            tag.CONFIG: cell.config,
+            tag.GRID: experiment,
+            tag.TASK_METRIC: "acc",
+            tag.TASK_MODE: "max",
+            tag.TASK_TARGET: "0.9",
+            **tag.factor_tags(
                 {"model.name": cell.model, "optimizer.name": cell.optimizer, "optimizer.lr": f"{cell.lr:g}"}
             ),
         }
         if fails:
-            tags[tracking.TAG_FAILURE] = "NonFiniteLossError: train/loss is nan at step 12"
-        run = client.create_run(experiment_id, run_name=f"{cell.config}-s{cell.seed}", tags=tags)
+            run_tags[tag.FAILURE] = "NonFiniteLossError: train/loss is nan at step 12"
+        run = client.create_run(experiment_id, run_name=f"{cell.config}-s{cell.seed}", tags=run_tags)
         params = {
             "seed": cell.seed,
             "model.name": cell.model,

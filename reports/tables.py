@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from core.metrics import UnknownMetricError, direction_of
 from reports import stats
 from reports.collect import GridRuns, ReportInputError
 
@@ -55,13 +56,11 @@ def choose_metric(grid: GridRuns, name: str | None = None, mode: str | None = No
         available = ", ".join(metric_columns(grid.finished)) or "none"
         raise ReportInputError(f"no tracked metric {name!r} in the runs; tracked metrics: {available}")
     if mode is None:
-        mode = grid.mode if tracked.endswith(f"/{grid.metric}") else _direction(tracked)
+        try:
+            mode = direction_of(tracked)  # declared once for every metric (core.metrics)
+        except UnknownMetricError as err:
+            raise ReportInputError(f"{err}; pass --mode max or --mode min") from None
     return Metric(tracked, mode)
-
-
-def _direction(metric: str) -> str:
-    lower_is_better = ("loss", "time", "_s", "error", "perplexity", "epochs_to_target")
-    return "min" if any(part in metric for part in lower_is_better) else "max"
 
 
 def metric_columns(runs: pd.DataFrame) -> list[str]:

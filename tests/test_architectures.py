@@ -9,7 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from experiments.registry import UnknownNameError
+from core.registry import UnknownNameError
 from lightning_modules.architectures import (
     MODELS,
     available_models,

@@ -7,7 +7,9 @@ import sys
 
 from mlflow import MlflowClient
 
-from experiments import claims, tracking
+from core import tags as tag
+from core.store import client_for
+from experiments import claims
 
 
 def _dead_pid() -> int:
@@ -17,12 +19,12 @@ def _dead_pid() -> int:
 
 
 def _running_run(client: MlflowClient, experiment_id: str, pid: int):
-    tags = {**claims.worker_tags(attempt=0), claims.TAG_PID: str(pid)}
+    tags = {**claims.worker_tags(attempt=0), tag.PID: str(pid)}
     return client.create_run(experiment_id, tags=tags)
 
 
 def test_a_run_that_finished_after_the_snapshot_is_not_retired(tracking_uri: str) -> None:
-    client = tracking.client_for(tracking_uri)
+    client = client_for(tracking_uri)
     experiment_id = client.create_experiment("claims")
     run = _running_run(client, experiment_id, _dead_pid())
     snapshot = client.search_runs([experiment_id])  # taken while the run was RUNNING
@@ -34,19 +36,19 @@ def test_a_run_that_finished_after_the_snapshot_is_not_retired(tracking_uri: str
 
 
 def test_a_running_run_whose_process_is_gone_is_killed_with_a_reason(tracking_uri: str) -> None:
-    client = tracking.client_for(tracking_uri)
+    client = client_for(tracking_uri)
     experiment_id = client.create_experiment("claims")
     dead = _running_run(client, experiment_id, _dead_pid())
     alive = _running_run(client, experiment_id, pid=1)  # init: alive for the whole test
 
     assert claims.retire_orphans(client, client.search_runs([experiment_id])) == 1
     assert client.get_run(dead.info.run_id).info.status == "KILLED"
-    assert client.get_run(dead.info.run_id).data.tags[tracking.TAG_FAILURE].startswith("orphaned")
+    assert client.get_run(dead.info.run_id).data.tags[tag.FAILURE].startswith("orphaned")
     assert client.get_run(alive.info.run_id).info.status == "RUNNING"
 
 
 def test_a_claimed_attempt_is_won_once(tracking_uri: str) -> None:
-    client = tracking.client_for(tracking_uri)
+    client = client_for(tracking_uri)
     experiment_id = client.create_experiment("claims")
     assert claims.claim(client, experiment_id, "abc", runs=[]) == 0
     assert claims.claim(client, experiment_id, "abc", runs=[]) is None  # fresh claim: not abandoned
@@ -56,7 +58,7 @@ def test_a_claimed_attempt_is_won_once(tracking_uri: str) -> None:
 def test_a_worker_that_finishes_and_exits_after_the_read_leaves_its_cell_done(tracking_uri: str) -> None:
     # The race behind a cell run twice by two grid commands: the status was read while the worker
     # lived, the worker then finished the run and exited, and only then was its process checked.
-    client = tracking.client_for(tracking_uri)
+    client = client_for(tracking_uri)
     experiment_id = client.create_experiment("claims")
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     run = _running_run(client, experiment_id, worker.pid)
@@ -72,7 +74,7 @@ def test_a_worker_that_finishes_and_exits_after_the_read_leaves_its_cell_done(tr
 
 
 def test_a_live_workers_run_stays_running_and_a_dead_ones_is_killed_with_tags(tracking_uri: str) -> None:
-    client = tracking.client_for(tracking_uri)
+    client = client_for(tracking_uri)
     experiment_id = client.create_experiment("claims")
     live = _running_run(client, experiment_id, pid=1)
     dead = _running_run(client, experiment_id, _dead_pid())

@@ -17,6 +17,8 @@ from lightning_modules.architectures import create_model
 from lightning_modules.classification import ClassificationModule
 from lightning_modules.errors import NonFiniteLossError
 from lightning_modules.interpret import saliency_maps, save_saliency_figure
+from lightning_modules.optim import OptimizerFactory, ScheduleFactory
+from lightning_modules.regularization import LossOptions
 
 SHAPE = (1, 4, 4)
 CLASSES = 3
@@ -39,12 +41,13 @@ def _module(
 ) -> ClassificationModule:
     torch.manual_seed(0)
     network = create_model("mlp", input_shape=SHAPE, num_classes=CLASSES, hidden=(32,))
+    reg = RegularizationSpec(**regularization)
     return ClassificationModule(
         network,
         CLASSES,
-        OptimizerSpec.model_validate(optimizer or {"name": "adam", "lr": 0.02}),
-        ScheduleSpec.model_validate(schedule or {"name": "none"}),
-        RegularizationSpec(**regularization),
+        OptimizerSpec.model_validate(optimizer or {"name": "adam", "lr": 0.02}).factory(reg.l2),
+        ScheduleSpec.model_validate(schedule or {"name": "none"}).factory(),
+        reg.loss_options(),
     )
 
 
@@ -201,7 +204,7 @@ def test_huge_learning_rate_raises() -> None:
 def test_unknown_metric_is_rejected() -> None:
     with pytest.raises(ValueError, match="acc"):
         ClassificationModule(
-            nn.Linear(2, 2), 2, OptimizerSpec(), ScheduleSpec(), RegularizationSpec(), metric="bleu"
+            nn.Linear(2, 2), 2, OptimizerFactory(), ScheduleFactory(), LossOptions(), metric="bleu"
         )
 
 

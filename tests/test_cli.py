@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from experiments.cli import main
+from cli import main
 from tests.idx_files import write_mnist_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def no_runs(tracking_uri: str) -> bool:
 
 def test_help_does_not_import_the_heavy_libraries() -> None:
     code = (
-        "import sys; from experiments.cli import build_parser; build_parser().format_help();"
+        "import sys; from cli.app import build_parser; build_parser().format_help();"
         "print(sorted(m for m in ('torch', 'lightning', 'mlflow', 'pandas') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

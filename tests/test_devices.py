@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.devices import Allocation, DevicePool
+from experiments.sweeps.devices import Allocation, DevicePool
 
 
 def test_cpu_workers_share_the_cores_without_oversubscribing() -> None:

@@ -13,12 +13,14 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from cli import main
+from core import tags as tag
+from core.context import Context
 from datamodules import DataNotFoundError, create_datamodule
-from datamodules.text import UNK_ID
 from datamodules.text_classification import take, word_dropout
-from experiments import tracking
-from experiments.cli import main
-from experiments.runner import execute, prepare
+from datamodules.text_tokenizers import UNK_ID
+from experiments.run.prepare import prepare
+from experiments.run.runner import execute
 from experiments.specs import SpecError, validate_run_spec
 from lightning_modules.metrics import predictions as predictions_of
 
@@ -88,13 +90,13 @@ def glue_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_glue(tmp_path_factory.mktemp("data"))
 
 
-def glue_spec(task: str, model: str = "cbow", **data) -> dict:
+def glue_spec(task: str, model: str = "cbow", epochs: int = 2, **data) -> dict:
     return {
         "seed": 0,
         "data": {"name": "glue", "task": task, "batch_size": 16, "holdout_fraction": 0.2, **data},
         "model": {"name": model, "embed_dim": 16} if model == "cbow" else {"name": model},
         "optimizer": {"name": "adam", "lr": 0.01},
-        "trainer": {"max_epochs": 2, "accelerator": "cpu"},
+        "trainer": {"max_epochs": epochs, "accelerator": "cpu"},
         "tracking": {"heatmaps": 2, "log_checkpoint": True},
     }
 
@@ -153,11 +155,11 @@ def test_tracked_metrics_are_glue_metrics_recomputed_by_hand(
 ) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = validate_run_spec(glue_spec(task))
-    result = execute(spec, experiment=task, tracking_uri=uri, data_dir=glue_dir)
+    result = execute(spec, Context(uri, glue_dir), experiment=task)
     run = MlflowClient(uri).get_run(result.run_id)
     tracked = {k: v for k, v in run.data.metrics.items() if k.startswith("test/") and k != "test/loss"}
     assert set(tracked) == set(expected)
-    assert run.data.tags[tracking.TAG_TASK_METRIC] == next(iter(expected)).split("/")[1]
+    assert run.data.tags[tag.TASK_METRIC] == next(iter(expected)).split("/")[1]
     predicted, labels = _test_predictions(spec, glue_dir, result.run_id, uri)
     assert len(labels) == 24  # the dev split is what is reported
     for name, compute in expected.items():
@@ -172,8 +174,8 @@ def test_tracked_metrics_are_glue_metrics_recomputed_by_hand(
 
 def test_mnli_tests_matched_and_mismatched_dev(glue_dir: Path, tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    spec = validate_run_spec(glue_spec("mnli", max_epochs=1))
-    result = execute(spec, experiment="mnli", tracking_uri=uri, data_dir=glue_dir)
+    spec = validate_run_spec(glue_spec("mnli", epochs=1))
+    result = execute(spec, Context(uri, glue_dir), experiment="mnli")
     metrics = MlflowClient(uri).get_run(result.run_id).data.metrics
     assert {"test/acc", "test_mismatched/acc"} <= set(metrics)
     predicted, labels = _test_predictions(spec, glue_dir, result.run_id, uri, "test_mismatched")
@@ -185,7 +187,7 @@ def test_transformer_on_pairs_logs_attention_heatmaps_and_predicts(glue_dir: Pat
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     raw = glue_spec("sst2", "transformer", tokenizer={"kind": "bpe", "vocab_size": 60, "max_len": 16})
     raw["model"] = {"name": "transformer", "d_model": 16, "heads": 2, "layers": 1, "ff_dim": 32}
-    result = execute(validate_run_spec(raw), experiment="sst2", tracking_uri=uri, data_dir=glue_dir)
+    result = execute(validate_run_spec(raw), Context(uri, glue_dir), experiment="sst2")
     client = MlflowClient(uri)
     assert [a.path for a in client.list_artifacts(result.run_id, "heatmaps")] == ["heatmaps/attention.png"]
     assert client.get_run(result.run_id).data.params["data.vocab_size"] == "60"
@@ -206,13 +208,13 @@ def test_predict_without_weights_or_test_split_says_how_to_fix(
     glue_dir: Path, tmp_path: Path, capsys
 ) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    raw = glue_spec("cola", max_epochs=1)
+    raw = glue_spec("cola", epochs=1)
     raw["tracking"] = {"heatmaps": 0, "log_checkpoint": False}
-    result = execute(validate_run_spec(raw), experiment="cola", tracking_uri=uri, data_dir=glue_dir)
+    result = execute(validate_run_spec(raw), Context(uri, glue_dir), experiment="cola")
     assert main(["predict", result.run_id, "--tracking-uri", uri, "--data-dir", str(glue_dir)]) == 2
     assert "log_checkpoint: true" in capsys.readouterr().err
     raw["tracking"]["log_checkpoint"] = True
-    result = execute(validate_run_spec(raw), experiment="cola", tracking_uri=uri, data_dir=glue_dir)
+    result = execute(validate_run_spec(raw), Context(uri, glue_dir), experiment="cola")
     assert main(["predict", result.run_id, "--tracking-uri", uri, "--data-dir", str(glue_dir)]) == 2
     assert "no unlabelled split" in capsys.readouterr().err  # the tiny CoLA has no test.tsv
 
@@ -263,7 +265,7 @@ def test_word_dropout_touches_only_real_tokens() -> None:
 
 
 def test_take_gathers_rows_in_order() -> None:
-    from datamodules.text import TokenSequences
+    from datamodules.encoded_text import TokenSequences
 
     seqs = TokenSequences.from_lists([[1], [2, 3], [4, 5, 6], [7]])
     assert take(seqs, torch.tensor([2, 0, 3])).tolist() == [[4, 5, 6], [1], [7]]
@@ -279,11 +281,11 @@ def test_missing_task_files_offline_name_the_folder_and_fix(tmp_path: Path) -> N
 def test_unknown_task_and_mismatched_model_are_spec_errors(glue_dir: Path) -> None:
     with pytest.raises(SpecError, match=r"task.*'sst2'"):
         validate_run_spec(glue_spec("sst-2"))
+    # a model that does not fit the data is refused when the spec is validated, before any data loads
     with pytest.raises(SpecError, match=r"model 'mlp' reads tensors.*text: .*lstm"):
-        prepare(validate_run_spec(glue_spec("sst2", "mlp")), glue_dir)
-    digits = validate_run_spec({"data": {"name": "digits"}, "model": {"name": "lstm"}})
+        validate_run_spec(glue_spec("sst2", "mlp"))
     with pytest.raises(SpecError, match=r"'lstm' is a text model.*tensor data: .*cnn"):
-        prepare(digits, glue_dir)
+        validate_run_spec({"data": {"name": "digits"}, "model": {"name": "lstm"}})
 
 
 def test_own_corpus_csv_and_jsonl_pairs(tmp_path: Path) -> None:
@@ -295,7 +297,7 @@ def test_own_corpus_csv_and_jsonl_pairs(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     raw = glue_spec("sst2")
     raw["data"] = {"name": "text_classification", "predict_file": "unlabelled.csv", "batch_size": 8}
-    result = execute(validate_run_spec(raw), experiment="own", tracking_uri=uri, data_dir=tmp_path)
+    result = execute(validate_run_spec(raw), Context(uri, tmp_path), experiment="own")
     assert 0 <= result.metrics["test/acc"] <= 1
     assert (
         main(

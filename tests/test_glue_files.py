@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.registry import UnknownNameError
 from datamodules.download import CorruptDataError, DataNotFoundError
 from datamodules.glue_files import (
     TASKS,
@@ -19,7 +20,6 @@ from datamodules.glue_files import (
     write_submission,
 )
 from datamodules.text_files import TextTable, read_table
-from experiments.registry import UnknownNameError
 
 BOM = "\ufeff"
 

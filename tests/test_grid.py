@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.grid import GridSpec, apply_axis_value, expand, label, load_grid
 from experiments.specs import SpecError
+from experiments.specs.values import set_value
+from experiments.sweeps.grid import GridSpec, expand, label, load_grid
 
 REPO_GRIDS = "experiments/grids"
 
@@ -22,9 +23,9 @@ def test_quickstart_expands_to_twelve_named_unique_runs() -> None:
 
 def test_partial_spec_replaces_section_when_the_name_changes() -> None:
     raw = {"optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}}
-    apply_axis_value(raw, "optimizer", {"name": "adam", "lr": 0.001})
+    set_value(raw, "optimizer", {"name": "adam", "lr": 0.001})
     assert raw["optimizer"] == {"name": "adam", "lr": 0.001}
-    apply_axis_value(raw, "optimizer", {"lr": 0.01})
+    set_value(raw, "optimizer", {"lr": 0.01})
     assert raw["optimizer"] == {"name": "adam", "lr": 0.01}
 
 

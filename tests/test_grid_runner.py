@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.tracking import client_for
+from core.store import client_for
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_BASE = """
@@ -24,7 +24,7 @@ base:
 def litbench(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "experiments.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,

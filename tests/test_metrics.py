@@ -10,9 +10,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from experiments.specs import OptimizerSpec, RegularizationSpec, ScheduleSpec
 from lightning_modules.classification import ClassificationModule
 from lightning_modules.metrics import metric_collection
+from lightning_modules.optim import OptimizerFactory, ScheduleFactory
+from lightning_modules.regularization import LossOptions
 
 # 10 binary predictions: TP = 4, TN = 3, FP = 2, FN = 1
 PREDICTED = [1, 1, 1, 1, 0, 0, 0, 1, 1, 0]
@@ -23,7 +24,7 @@ TP, TN, FP, FN = 4, 3, 2, 1
 def _logged(num_classes: int, outputs: torch.Tensor, targets: torch.Tensor, metric: str, extra=()) -> dict:
     """What `trainer.test` logs for a network whose outputs are the given ones (split in 2 batches)."""
     module = ClassificationModule(
-        nn.Identity(), num_classes, OptimizerSpec(), ScheduleSpec(), RegularizationSpec(), metric, extra
+        nn.Identity(), num_classes, OptimizerFactory(), ScheduleFactory(), LossOptions(), metric, extra
     )
     batches = DataLoader(TensorDataset(outputs, targets), batch_size=len(targets) // 2)
     trainer = L.Trainer(

@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import lightning_modules.architectures.minilm  # noqa: F401  (the import registers the builder)
-from datamodules.text import PretrainedTokenizer, TextTokenizer, TokenizerSpec, collate, encode_cached
+from datamodules.encoded_text import encode_cached
+from datamodules.text_batches import collate
+from datamodules.text_tokenizers import PretrainedTokenizer, TextTokenizer, TokenizerSpec
 from lightning_modules.architectures import MODELS, count_parameters, create_model
 from lightning_modules.architectures.minilm import bert_inputs
 

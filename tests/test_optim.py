@@ -25,7 +25,7 @@ def _optimizer_spec(raw: dict):
 
 def _schedule_spec(raw: dict):
     specs = pytest.importorskip("experiments.specs")
-    return specs.ScheduleSpec.model_validate(raw)
+    return specs.ScheduleSpec.model_validate(raw).factory()
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS.names())
@@ -85,12 +85,12 @@ def test_nesterov_without_momentum_raises() -> None:
 def test_build_optimizer_passes_spec_options() -> None:
     net = _net()
     spec = _optimizer_spec({"name": "adamw", "lr": 0.02, "betas": [0.8, 0.9]})
-    optimizer = build_optimizer(spec, net.named_parameters(), weight_decay=0.3)
+    optimizer = build_optimizer(spec.factory(weight_decay=0.3), net.named_parameters())
     assert isinstance(optimizer, torch.optim.AdamW)
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.3, 0.0]
     assert all(g["lr"] == 0.02 and tuple(g["betas"]) == (0.8, 0.9) for g in optimizer.param_groups)
     spec = _optimizer_spec({"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True})
-    optimizer = build_optimizer(spec, net.named_parameters(), weight_decay=0.0)
+    optimizer = build_optimizer(spec.factory(), net.named_parameters())
     assert optimizer.param_groups[0]["momentum"] == 0.9 and optimizer.param_groups[0]["nesterov"]
 
 
@@ -190,16 +190,17 @@ def test_fused_update_where_the_optimizer_has_one() -> None:
     net = torch.nn.Linear(4, 2)
     for name, fused in (("adam", True), ("adamw", True), ("sgd", True), ("rmsprop", None)):
         spec = OptimizerSpec.model_validate({"name": name, "lr": 0.1})
-        optimizer = build_optimizer(spec, net.named_parameters(), weight_decay=0.0, fused=True)
+        optimizer = build_optimizer(spec.factory(), net.named_parameters(), fused=True)
         assert optimizer.defaults.get("fused") == fused, name
-    plain = build_optimizer(OptimizerSpec.model_validate({"name": "adam"}), net.named_parameters(), 0.0)
+    plain = build_optimizer(OptimizerSpec.model_validate({"name": "adam"}).factory(), net.named_parameters())
     assert not plain.defaults["fused"]
     # the fused kernel computes the same update as the loop
     torch.manual_seed(0)
     a, b = torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)
     b.load_state_dict(a.state_dict())
     spec = OptimizerSpec.model_validate({"name": "adamw", "lr": 0.01})
-    opts = [build_optimizer(spec, m.named_parameters(), 0.1, fused=f) for m, f in ((a, False), (b, True))]
+    factory = spec.factory(0.1)
+    opts = [build_optimizer(factory, m.named_parameters(), fused=f) for m, f in ((a, False), (b, True))]
     x = torch.randn(16, 8)
     for _ in range(3):
         for model, opt in zip((a, b), opts, strict=True):

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from experiments.cli import main
-from experiments.tracking import client_for
+from cli import main
+from core.store import client_for
 from reports import synthetic
 from reports.build import write_report
 

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from experiments import tracking
+from core import tags as tag
+from core.store import client_for, experiment_id_for
 from reports.collect import NoRunsError, load_grid_runs
 
 
 def _log_run(client, experiment_id, *, config, seed, lr, acc=None, status="FINISHED", failure=None):
     tags = {
-        tracking.TAG_SPEC_HASH: f"{config}-{seed}",
-        tracking.TAG_CONFIG: config,
-        tracking.TAG_TASK_METRIC: "acc",
-        tracking.TAG_TASK_MODE: "max",
-        tracking.TAG_TASK_TARGET: "0.95",
+        tag.SPEC_HASH: f"{config}-{seed}",
+        tag.CONFIG: config,
+        tag.TASK_METRIC: "acc",
+        tag.TASK_MODE: "max",
+        tag.TASK_TARGET: "0.95",
         "mlflow.runName": f"{config}-s{seed}",
     }
     if failure:
-        tags[tracking.TAG_FAILURE] = failure
+        tags[tag.FAILURE] = failure
     run = client.create_run(experiment_id, tags=tags)
     run_id = run.info.run_id
     for key, value in {
@@ -35,8 +36,8 @@ def _log_run(client, experiment_id, *, config, seed, lr, acc=None, status="FINIS
 
 
 def test_finished_runs_become_one_row_per_cell_and_failures_their_own_table(tracking_uri) -> None:
-    client = tracking.client_for(tracking_uri)
-    experiment_id = tracking.experiment_id_for(client, "g", tracking_uri)
+    client = client_for(tracking_uri)
+    experiment_id = experiment_id_for(client, "g", tracking_uri)
     _log_run(client, experiment_id, config="lr0.1", seed=0, lr=0.1, acc=0.90)
     _log_run(client, experiment_id, config="lr0.1", seed=1, lr=0.1, acc=0.92)
     _log_run(client, experiment_id, config="lr0.01", seed=0, lr=0.01, acc=0.95)
@@ -65,6 +66,6 @@ def test_finished_runs_become_one_row_per_cell_and_failures_their_own_table(trac
 
 
 def test_missing_experiment_is_a_clear_error(tracking_uri) -> None:
-    tracking.client_for(tracking_uri)
+    client_for(tracking_uri)
     with pytest.raises(NoRunsError, match="no experiment 'nope'"):
         load_grid_runs(tracking_uri, "nope")

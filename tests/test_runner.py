@@ -4,8 +4,9 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from experiments import tracking
-from experiments.runner import RunFailedError, execute
+from core import tags as tag
+from core.context import Context
+from experiments.run.runner import RunFailedError, execute
 from lightning_modules.architectures import count_parameters, create_model
 
 
@@ -13,7 +14,7 @@ def test_tracked_run_reads_back_params_metrics_and_artifacts(
     tiny_spec, shared_tracking_uri, tmp_path
 ) -> None:
     spec = tiny_spec(trainer={"max_epochs": 2})
-    result = execute(spec, experiment="readback", tracking_uri=shared_tracking_uri, data_dir=tmp_path)
+    result = execute(spec, Context(shared_tracking_uri, tmp_path), experiment="readback")
     assert result.status == "FINISHED"
 
     client = MlflowClient(shared_tracking_uri)
@@ -25,8 +26,8 @@ def test_tracked_run_reads_back_params_metrics_and_artifacts(
     assert params["data.size.train"] == str(1797 - 359 - 144)  # 20% test, then 10% of the rest for val
     network = create_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=(16,))
     assert int(params["model.num_params"]) == count_parameters(network) == 64 * 16 + 16 + 16 * 10 + 10
-    assert tags[tracking.TAG_SPEC_HASH] == spec.spec_hash
-    assert tags[tracking.TAG_TASK_METRIC] == "acc" and tags[tracking.TAG_TASK_MODE] == "max"
+    assert tags[tag.SPEC_HASH] == spec.spec_hash
+    assert tags[tag.TASK_METRIC] == "acc" and tags[tag.TASK_MODE] == "max"
     assert "litbench.env.torch" in tags
 
     assert 0.0 <= metrics["test/acc"] <= 1.0
@@ -47,8 +48,8 @@ def test_tracked_run_reads_back_params_metrics_and_artifacts(
 
 def test_same_spec_same_seed_gives_same_numbers(tiny_spec, shared_tracking_uri, tmp_path) -> None:
     spec = tiny_spec(trainer={"limit_train_batches": 4}, tracking={"heatmaps": 0, "log_checkpoint": False})
-    first = execute(spec, experiment="repro", tracking_uri=shared_tracking_uri, data_dir=tmp_path)
-    second = execute(spec, experiment="repro", tracking_uri=shared_tracking_uri, data_dir=tmp_path)
+    first = execute(spec, Context(shared_tracking_uri, tmp_path), experiment="repro")
+    second = execute(spec, Context(shared_tracking_uri, tmp_path), experiment="repro")
     assert first.metrics["test/loss"] == second.metrics["test/loss"]
     assert first.run_id != second.run_id
 
@@ -56,10 +57,10 @@ def test_same_spec_same_seed_gives_same_numbers(tiny_spec, shared_tracking_uri, 
 def test_non_finite_loss_ends_run_failed_with_reason(tiny_spec, shared_tracking_uri, tmp_path) -> None:
     spec = tiny_spec(optimizer={"name": "sgd", "lr": 1e30}, trainer={"limit_train_batches": 10})
     with pytest.raises(RunFailedError) as err:
-        execute(spec, experiment="diverge", tracking_uri=shared_tracking_uri, data_dir=tmp_path)
+        execute(spec, Context(shared_tracking_uri, tmp_path), experiment="diverge")
     run = MlflowClient(shared_tracking_uri).get_run(err.value.result.run_id)
     assert run.info.status == "FAILED"
-    assert run.data.tags[tracking.TAG_FAILURE].startswith("NonFiniteLossError: non-finite loss")
+    assert run.data.tags[tag.FAILURE].startswith("NonFiniteLossError: non-finite loss")
 
 
 def test_data_error_leaves_no_run(tiny_spec, tracking_uri, tmp_path) -> None:
@@ -67,7 +68,7 @@ def test_data_error_leaves_no_run(tiny_spec, tracking_uri, tmp_path) -> None:
 
     spec = tiny_spec(data={"name": "mnist", "download": False})
     with pytest.raises(DataNotFoundError, match="MNIST"):
-        execute(spec, experiment="nodata", tracking_uri=tracking_uri, data_dir=tmp_path / "empty")
+        execute(spec, Context(tracking_uri, tmp_path / "empty"), experiment="nodata")
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("nodata")
     assert experiment is None or not client.search_runs([experiment.experiment_id])
@@ -76,16 +77,16 @@ def test_data_error_leaves_no_run(tiny_spec, tracking_uri, tmp_path) -> None:
 def test_bad_optimizer_combination_fails_before_tracking(tiny_spec, tracking_uri, tmp_path) -> None:
     from experiments.specs import SpecError
 
-    spec = tiny_spec(optimizer={"name": "sgd", "lr": 0.1, "nesterov": True})
-    with pytest.raises(SpecError, match="momentum"):
-        execute(spec, experiment="badopt", tracking_uri=tracking_uri, data_dir=tmp_path)
+    with pytest.raises(SpecError, match="momentum"):  # refused when the spec is validated
+        spec = tiny_spec(optimizer={"name": "sgd", "lr": 0.1, "nesterov": True})
+        execute(spec, Context(tracking_uri, tmp_path), experiment="badopt")
     assert MlflowClient(tracking_uri).get_experiment_by_name("badopt") is None
 
 
 def test_max_minutes_is_the_trainers_time_budget_and_part_of_the_hash(tiny_spec, tmp_path) -> None:
     from lightning.pytorch.callbacks import Timer
 
-    from experiments.runner import build_trainer
+    from experiments.run.fit import build_trainer
 
     budget, unset = tiny_spec(trainer={"max_minutes": 0.5}), tiny_spec()
     timers = [c for c in build_trainer(budget, [], False, str(tmp_path)).callbacks if isinstance(c, Timer)]

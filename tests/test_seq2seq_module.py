@@ -19,6 +19,8 @@ from datamodules.seq2seq import ParallelCorpusDataModule
 from experiments.specs import OptimizerSpec, RegularizationSpec, ScheduleSpec
 from lightning_modules.architectures.seq2seq import create_seq2seq_model
 from lightning_modules.errors import NonFiniteLossError
+from lightning_modules.optim import OptimizerFactory, ScheduleFactory
+from lightning_modules.regularization import LossOptions
 from lightning_modules.seq2seq import Seq2SeqModule
 
 WORDS = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree", "runs", "sleeps"]
@@ -86,11 +88,12 @@ def make_module(
         eos_id=dm.eos_id,
         **SMALL[name],
     )
+    reg = RegularizationSpec(**regularization)
     return Seq2SeqModule(
         network,
-        OptimizerSpec.model_validate({"name": "adam", "lr": lr}),
-        ScheduleSpec.model_validate(schedule or {"name": "none"}),
-        RegularizationSpec(**regularization),
+        OptimizerSpec.model_validate({"name": "adam", "lr": lr}).factory(reg.l2),
+        ScheduleSpec.model_validate(schedule or {"name": "none"}).factory(),
+        reg.loss_options(),
         pad_id=dm.pad_id,
         bos_id=dm.bos_id,
         eos_id=dm.eos_id,
@@ -253,9 +256,9 @@ def test_non_finite_loss_raises_before_backward(dm) -> None:
 def test_gather_merges_ranks_once_per_index(monkeypatch) -> None:
     module = Seq2SeqModule(
         nn.Linear(1, 1),
-        OptimizerSpec(),
-        ScheduleSpec(),
-        RegularizationSpec(),
+        OptimizerFactory(),
+        ScheduleFactory(),
+        LossOptions(),
         pad_id=0,
         bos_id=3,
         eos_id=2,

@@ -113,7 +113,7 @@ def _stop(server: subprocess.Popen) -> None:
 def run_two_commands_at_once(args: list[str], cwd: Path, tracking_uri: str) -> None:
     """Two `litbench` commands started together on one tracking server, as on two machines."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": tracking_uri}
-    command = [sys.executable, "-m", "experiments.cli", *args]
+    command = [sys.executable, "-m", "cli", *args]
     processes = [
         subprocess.Popen(
             command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -185,7 +185,7 @@ def test_two_tune_commands_share_a_postgres_study_and_a_tracking_server(
 def test_two_processes_open_one_fresh_postgres_study_storage_at_once() -> None:
     """Both create Optuna's tables; on PostgreSQL the slower one hits a duplicate type and retries."""
     code = (
-        "import sys, optuna; from experiments.tune import open_storage; "
+        "import sys, optuna; from experiments.tuning.storage import open_storage; "
         "optuna.create_study(study_name='s', storage=open_storage(sys.argv[1]), load_if_exists=True)"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -7,9 +7,9 @@ from experiments.specs import (
     SpecError,
     load_run_spec,
     parse_override,
-    set_dotted,
     validate_run_spec,
 )
+from experiments.specs.values import set_dotted
 from tests.conftest import tiny_raw_spec
 
 

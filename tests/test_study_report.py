@@ -14,12 +14,15 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from experiments import tracking
-from experiments.cli import main
-from experiments.study import load_study_spec
-from experiments.tune import default_storage, parent_run, prepare_study
-from reports import study as study_report
-from reports.study import StudyInputError, param_importances, write_study_report
+from cli import main
+from core.store import client_for, experiment_id_for
+from core.store import default_optuna_storage as default_storage
+from experiments.tuning.parent import parent_run
+from experiments.tuning.storage import prepare_study
+from experiments.tuning.study_spec import load_study_spec
+from reports import study_record as study_report
+from reports.study import param_importances, write_study_report
+from reports.study_record import StudyInputError
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = """name: tiny
@@ -93,7 +96,7 @@ def test_study_report_matches_the_storage_and_the_runs(tuned) -> None:
     assert list(trials["optimizer.lr"]) == [p["optimizer.lr"] for p in ENQUEUED]
 
     # the run ids are the nested runs', trial by trial
-    client = tracking.client_for(uri)
+    client = client_for(uri)
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     by_number = {
         r.data.tags["litbench.trial.number"]: r.info.run_id
@@ -124,7 +127,7 @@ def test_study_report_matches_the_storage_and_the_runs(tuned) -> None:
 
 def test_cli_reports_a_study_by_name_and_by_its_file(tuned, tmp_path: Path, capsys) -> None:
     uri, root = tuned
-    command = [sys.executable, "-m", "experiments.cli", "report", "tiny", "--tracking-uri", uri]
+    command = [sys.executable, "-m", "cli", "report", "tiny", "--tracking-uri", uri]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -145,8 +148,8 @@ def test_a_study_without_trials_is_a_one_paragraph_error(tmp_path: Path, trackin
     spec = load_study_spec(path)
     location = default_storage(tracking_uri)
     prepare_study(spec, location)  # what `litbench tune` does before its first trial
-    client = tracking.client_for(tracking_uri)
-    parent_run(client, tracking.experiment_id_for(client, "empty", tracking_uri), spec, location)
+    client = client_for(tracking_uri)
+    parent_run(client, experiment_id_for(client, "empty", tracking_uri), spec, location)
 
     with pytest.raises(StudyInputError, match="study 'empty' has no trials yet"):
         write_study_report(tracking_uri, "empty", tmp_path / "out")
@@ -163,9 +166,9 @@ def test_a_missing_or_unreadable_storage_names_the_path_and_the_fix(
     path.write_text(STUDY.replace("name: tiny", "name: gone"))
     spec = load_study_spec(path)
     database = tmp_path / "moved" / "optuna.db"
-    client = tracking.client_for(tracking_uri)
+    client = client_for(tracking_uri)
     parent = parent_run(
-        client, tracking.experiment_id_for(client, "gone", tracking_uri), spec, f"sqlite:///{database}"
+        client, experiment_id_for(client, "gone", tracking_uri), spec, f"sqlite:///{database}"
     )
 
     with pytest.raises(StudyInputError) as err:
@@ -211,7 +214,15 @@ def test_importances_explain_why_when_there_are_none() -> None:
 
 
 def test_tag_names_are_the_ones_tune_writes() -> None:
-    from experiments import tune
+    """`litbench tune` writes and the report reads the same names: both take them from core.tags."""
+    from core import tags as tag
 
-    names = ("TAG_STUDY", "TAG_ROLE", "TAG_TRIAL_NUMBER", "TAG_PARENT", "ATTR_RUN_ID", "ATTR_FAILURE")
-    assert {n: getattr(study_report, n) for n in names} == {n: getattr(tune, n) for n in names}
+    written = {
+        "TAG_STUDY": tag.STUDY,
+        "TAG_ROLE": tag.STUDY_ROLE,
+        "TAG_TRIAL_NUMBER": tag.TRIAL_NUMBER,
+        "TAG_PARENT": tag.PARENT,
+        "ATTR_RUN_ID": tag.ATTR_RUN_ID,
+        "ATTR_FAILURE": tag.ATTR_FAILURE,
+    }
+    assert {n: getattr(study_report, n) for n in written} == written

@@ -6,15 +6,15 @@ import math
 
 import pandas as pd
 
-from experiments import tracking
-from experiments.summary import summarize
+from core import tags as tag
+from reports.grid_summary import summarize
 
 
 def _run(config: str, metric: str, mode: str, value: float, seconds: float = 1.0) -> dict:
     return {
-        f"tags.{tracking.TAG_CONFIG}": config,
-        f"tags.{tracking.TAG_TASK_METRIC}": metric,
-        f"tags.{tracking.TAG_TASK_MODE}": mode,
+        f"tags.{tag.CONFIG}": config,
+        f"tags.{tag.TASK_METRIC}": metric,
+        f"tags.{tag.TASK_MODE}": mode,
         f"metrics.test/{metric}": value,
         "metrics.perf/fit_time_s": seconds,
     }

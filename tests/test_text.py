@@ -7,24 +7,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules import text
+from datamodules import encoded_text
 from datamodules.download import DataError
-from datamodules.text import (
+from datamodules.encoded_text import TokenSequences, encode_cached
+from datamodules.text_batches import BucketBatchSampler, TextDataset, collate, collate_labeled, make_loader
+from datamodules.text_tokenizers import (
     PAD_ID,
     SEP_ID,
     SPECIALS,
     UNK_ID,
     BpeTokenizer,
-    BucketBatchSampler,
-    TextDataset,
     TextTokenizer,
     TokenizerSpec,
-    TokenSequences,
     WordTokenizer,
     build_tokenizer,
-    collate,
-    encode_cached,
-    make_loader,
     pre_tokenize,
 )
 
@@ -168,7 +164,7 @@ def test_cache_hit_loads_without_fitting_or_encoding(tmp_path: Path, monkeypatch
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a cache hit must not fit or encode")
 
-    monkeypatch.setattr(text, "build_tokenizer", refuse)
+    monkeypatch.setattr(encoded_text, "build_tokenizer", refuse)
     monkeypatch.setattr(WordTokenizer, "encode", refuse)
     hit = encode_cached(tmp_path, spec, splits_of(CORPUS))
     assert hit.cache_hit and hit.path == miss.path and hit.key == miss.key
@@ -314,7 +310,7 @@ def test_dataset_batch_equals_collate(pair: bool) -> None:
     dataset = TextDataset(random_ids(30), list(range(30)), b=random_ids(30) if pair else None)
     for indices in ([3], [0, 29, 7, 7, 12], list(range(30))):
         batch, labels = dataset.batch(indices)
-        expected, expected_labels = text.collate_labeled([dataset[i] for i in indices], pair)
+        expected, expected_labels = collate_labeled([dataset[i] for i in indices], pair)
         assert set(batch) == set(expected)
         for key, value in expected.items():
             assert torch.equal(batch[key], value), key

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments.runner import prepare
+from core.store import client_for
+from experiments.run.prepare import prepare
 from experiments.specs import SpecError, validate_run_spec
-from experiments.tracking import client_for
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree", "runs", "sleeps"]
@@ -46,7 +46,7 @@ def write_copy_corpus(folder: Path) -> None:
 def litbench(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", "experiments.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=cwd,
         env=env,
         input=stdin,
@@ -137,8 +137,8 @@ def test_translation_run_tracks_bleu_and_translations_then_translates_new_lines(
 @pytest.mark.parametrize(
     ("data", "model", "expected"),
     [
-        ({"name": "digits"}, {"name": "gru_attention"}, "choose one of: cbow, cnn"),
-        ("translation", {"name": "mlp"}, "choose one of: gru_attention, gru_seq2seq"),
+        ({"name": "digits"}, {"name": "gru_attention"}, "models for tensor data: cnn, cnn_deep, mlp"),
+        ("translation", {"name": "mlp"}, "models for a translation corpus: gru_attention, gru_seq2seq"),
     ],
     ids=["seq2seq-model-on-images", "classifier-on-a-corpus"],
 )
@@ -151,9 +151,8 @@ def test_a_model_that_does_not_fit_the_data_is_one_spec_error(
             "name": "translation", "corpus": "files", "source_lang": "src", "target_lang": "tgt",
             "source_file": "copy.src", "target_file": "copy.tgt", "vocab_size": 40,
         }  # fmt: skip
-    spec = validate_run_spec({"data": data, "model": model, "trainer": {"max_epochs": 1}})
-    with pytest.raises(SpecError, match=expected):
-        prepare(spec, tmp_path)
+    with pytest.raises(SpecError, match=expected):  # at validation, before any data loads
+        validate_run_spec({"data": data, "model": model, "trainer": {"max_epochs": 1}})
 
 
 def test_augment_on_a_translation_corpus_is_a_clear_error(tmp_path: Path) -> None:

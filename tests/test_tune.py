@@ -16,12 +16,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from experiments import cli
-from experiments.search_space import sample
+import cli
+from core.context import Context
+from core.store import client_for, experiment_id_for
 from experiments.specs import SpecError, validate_run_spec
-from experiments.study import load_study_spec
-from experiments.tracking import client_for
-from experiments.tune import open_storage, prepare_study, run_study
+from experiments.tuning.search_space import sample
+from experiments.tuning.storage import open_storage, prepare_study
+from experiments.tuning.study_spec import load_study_spec
+from experiments.tuning.tune import run_study
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_BASE = """
@@ -150,7 +152,7 @@ pruner: {name: median, n_startup_trials: 2, n_warmup_steps: 0}
     study = prepare_study(spec, storage)
     for lr in (0.02, 0.03, 1e-8):  # two good trials, then one that cannot learn: pruned at its first epoch
         study.enqueue_trial({"optimizer.lr": lr})
-    outcome = run_study(spec, tracking_uri=tracking_uri, data_dir=tmp_path, trials=3, storage=storage)
+    outcome = run_study(spec, Context(tracking_uri, tmp_path), trials=3, storage=storage)
 
     states = numbers_by_state(outcome.study)
     assert states == {TrialState.COMPLETE: [0, 1], TrialState.PRUNED: [2]}
@@ -176,8 +178,8 @@ pruner: {name: median, n_startup_trials: 2, n_warmup_steps: 0}
     assert "test/acc" in trials["0"].data.metrics and "test/acc" not in trials["2"].data.metrics
 
     # --export-best: a grid file whose base is the best trial's complete spec, over seeds 0, 1, 2
-    from experiments.grid import expand, load_grid
-    from experiments.tune import export_best
+    from experiments.sweeps.grid import expand, load_grid
+    from experiments.tuning.export import export_best
 
     path = export_best(outcome, spec, tmp_path / "best.yaml")
     cells = expand(load_grid(path))
@@ -190,9 +192,9 @@ pruner: {name: median, n_startup_trials: 2, n_warmup_steps: 0}
 def test_resume_adds_only_the_missing_trials(tmp_path: Path, tracking_uri: str) -> None:
     spec = load_study_spec(study_file(tmp_path, TINY_BASE + LR_SPACE + "pruner: none\n"))
     storage = storage_url(tmp_path)
-    first = run_study(spec, tracking_uri=tracking_uri, data_dir=tmp_path, trials=3, storage=storage)
+    first = run_study(spec, Context(tracking_uri, tmp_path), trials=3, storage=storage)
     assert first.finished == 3
-    second = run_study(spec, tracking_uri=tracking_uri, data_dir=tmp_path, trials=5, storage=storage)
+    second = run_study(spec, Context(tracking_uri, tmp_path), trials=5, storage=storage)
     numbers = [t.number for t in second.trials]
     assert second.finished == 5 and numbers == [0, 1, 2, 3, 4]
     client = client_for(tracking_uri)
@@ -209,9 +211,7 @@ def test_two_workers_on_a_storage_that_does_not_exist_yet(
     """The study is created once, before the workers start, so a fresh SQLite file is no race."""
     spec = load_study_spec(study_file(tmp_path, TINY_BASE + LR_SPACE + "pruner: none\n"))
     storage = storage_url(tmp_path) if kind == "sqlite" else str(tmp_path / "shared" / "study.journal")
-    outcome = run_study(
-        spec, tracking_uri=tracking_uri, data_dir=tmp_path, trials=4, workers=2, storage=storage
-    )
+    outcome = run_study(spec, Context(tracking_uri, tmp_path), trials=4, workers=2, storage=storage)
     numbers = [t.number for t in outcome.trials]
     assert outcome.finished == 4 and len(numbers) == len(set(numbers)) == 4
     assert not numbers_by_state(outcome.study).get(TrialState.FAIL)
@@ -223,7 +223,7 @@ def test_sigkilled_tune_resumes_to_exactly_n_finished_trials(tmp_path: Path, tra
     base = TINY_BASE.replace("max_epochs: 1, limit_train_batches: 2", "max_epochs: 4, limit_train_batches: 6")
     path = study_file(tmp_path, base + LR_SPACE + "pruner: none\ntrials: 3\n")
     storage = storage_url(tmp_path)
-    command = [sys.executable, "-m", "experiments.cli", "tune", str(path), "--tracking-uri", tracking_uri]
+    command = [sys.executable, "-m", "cli", "tune", str(path), "--tracking-uri", tracking_uri]
     command += ["--storage", storage, "--data-dir", str(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(
@@ -287,7 +287,7 @@ def test_ddp_study_on_two_cpu_processes_prunes_through_the_rdb_storage(
     study = prepare_study(spec, storage)
     for lr in (0.02, 0.03, 1e-8):
         study.enqueue_trial({"optimizer.lr": lr})
-    outcome = run_study(spec, tracking_uri=tracking_uri, data_dir=tmp_path, trials=3, storage=storage)
+    outcome = run_study(spec, Context(tracking_uri, tmp_path), trials=3, storage=storage)
 
     assert numbers_by_state(outcome.study) == {TrialState.COMPLETE: [0, 1], TrialState.PRUNED: [2]}
     pruned = outcome.study.trials[2]
@@ -308,7 +308,7 @@ def test_ddp_study_refuses_a_journal_storage(tmp_path: Path, tracking_uri: str) 
     base = TINY_BASE.replace("accelerator: cpu", "accelerator: cpu, devices: 2, strategy: ddp")
     spec = load_study_spec(study_file(tmp_path, base + LR_SPACE, name="ddpj"))
     with pytest.raises(SpecError, match="needs an RDB storage"):
-        run_study(spec, tracking_uri=tracking_uri, data_dir=tmp_path, storage=str(tmp_path / "s.journal"))
+        run_study(spec, Context(tracking_uri, tmp_path), storage=str(tmp_path / "s.journal"))
 
 
 def test_a_second_command_waits_for_the_parent_run_the_first_is_creating(
@@ -317,12 +317,12 @@ def test_a_second_command_waits_for_the_parent_run_the_first_is_creating(
     """Two commands on a fresh study must share one parent run: the claim's loser waits for it."""
     import threading
 
-    from experiments import claims, tracking
-    from experiments.tune import parent_run
+    from experiments import claims
+    from experiments.tuning.parent import parent_run
 
     spec = load_study_spec(study_file(tmp_path, TINY_BASE + LR_SPACE))
     client = client_for(tracking_uri)
-    experiment_id = tracking.experiment_id_for(client, "tiny", tracking_uri)
+    experiment_id = experiment_id_for(client, "tiny", tracking_uri)
     assert claims.claim(client, experiment_id, "study-parent-tiny", runs=[]) == 0  # the first command
     found: list[str] = []
     second = threading.Thread(target=lambda: found.append(parent_run(client, experiment_id, spec, "db")))

@@ -12,11 +12,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from experiments.cli import main
-from experiments.grid import expand, load_grid
+from cli import main
+from core.store import client_for
 from experiments.specs import SpecError
-from experiments.tracking import client_for
-from experiments.tune import open_storage
+from experiments.sweeps.grid import expand, load_grid
+from experiments.tuning.storage import open_storage
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_BASE = """\
@@ -167,7 +167,7 @@ def test_tune_block_errors_name_the_line_and_key(
 
 
 def test_one_config_only_names_the_configuration(tmp_path: Path) -> None:
-    from experiments.tuned_grid import studies_for
+    from experiments.tuning.tuned_grid import studies_for
 
     axes = "  optimizer:\n    - {name: sgd, momentum: 0.9}\n    - {name: adam}\n"
     tune = TUNE.replace("optimizer.lr:", "optimizer.nesterov: [false, true]\n    optimizer.lr:")
@@ -178,9 +178,9 @@ def test_one_config_only_names_the_configuration(tmp_path: Path) -> None:
 
 def test_a_changed_configuration_does_not_continue_its_old_study(tmp_path: Path, capsys) -> None:
     """A study of the same name made from another base would mix trials that are not comparable."""
-    from experiments.study import StudySpec
-    from experiments.tune import prepare_study
-    from experiments.tuned_grid import studies_for
+    from experiments.tuning.storage import prepare_study
+    from experiments.tuning.study_spec import StudySpec
+    from experiments.tuning.tuned_grid import studies_for
 
     path = grid_file(tmp_path, TINY_BASE + "axes:\n  optimizer.name: [sgd]\n" + TUNE)
     grid = load_grid(path)
@@ -195,7 +195,7 @@ def test_a_changed_configuration_does_not_continue_its_old_study(tmp_path: Path,
 
 
 def test_shipped_tuned_grid_is_valid_without_the_data(tmp_path: Path, capsys) -> None:
-    from experiments.tuned_grid import studies_for
+    from experiments.tuning.tuned_grid import studies_for
 
     path = REPO / "experiments/grids/mnist_tuned_optimizers.yaml"
     grid = load_grid(path)

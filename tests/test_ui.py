@@ -12,8 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from experiments.cli import main
-from experiments.tracking import client_for
+from cli import main
+from core.store import client_for
 from reports import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def test_ui_serves_every_run_over_rest_and_stops_all_its_processes(tracking_uri:
     command = [
         sys.executable,
         "-m",
-        "experiments.cli",
+        "cli",
         "ui",
         "--port",
         str(port),

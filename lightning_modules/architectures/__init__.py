@@ -2,7 +2,7 @@
 
 Every builder has the signature ``(input_shape, num_classes, dropout=0.0, <options with defaults>)``:
 the first three are injected by the runner, the options are typed and become the schema of the
-``model`` section of a run spec (see ``experiments.specs.options_model``). Text models also take
+``model`` section of a run spec. Text models also take
 ``vocab_size``, ``pad_id`` and ``pair`` (injected from the tokenizer and the task): a builder that
 takes ``vocab_size`` reads token batches, one that does not reads tensors (images).
 """
@@ -11,20 +11,25 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-from experiments.registry import Registry
+# each module registers its builders on import (the registries live in .registry)
+from lightning_modules.architectures import (  # noqa: F401
+    cbow,
+    cnn,
+    minilm,
+    mlp,
+    recurrent,
+    seq2seq_rnn,
+    seq2seq_transformer,
+    textcnn,
+    transformer,
+)
+from lightning_modules.architectures.registry import MODELS, SEQ2SEQ_MODELS, TOKEN_INPUTS
 
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
-
-# Imported after MODELS exists: each module registers its builders into it.
-from lightning_modules.architectures import cbow, cnn, minilm, mlp, recurrent, textcnn, transformer  # noqa: E402, F401
-
-_INJECTED = ("input_shape", "num_classes", "dropout")
-TOKEN_INPUTS = ("vocab_size", "pad_id", "pair")  # what a text datamodule tells a text model
+__all__ = ["MODELS", "SEQ2SEQ_MODELS", "TOKEN_INPUTS", "available_models", "count_parameters", "create_model"]
 
 
 def create_model(
@@ -52,7 +57,7 @@ def create_model(
             problem = f"model {name!r} reads tensors (images) but the data gives token batches (text)"
             fix = f"models for text: {', '.join(text) or 'none registered'}"
         raise TypeError(f"{problem}; choose a model that fits the data ({fix})")
-    accepted = [p for p in inspect.signature(builder).parameters if p not in (*_INJECTED, *TOKEN_INPUTS)]
+    accepted = [p for p in inspect.signature(builder).parameters if p not in MODELS.injected]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise TypeError(

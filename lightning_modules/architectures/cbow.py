@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lightning_modules.architectures import MODELS
+from lightning_modules.architectures.registry import MODELS
 from lightning_modules.architectures.text_encoders import (
     SentenceClassifier,
     TokenEmbedding,

@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from lightning_modules.architectures import MODELS
+from lightning_modules.architectures.registry import MODELS
 
 
 def _halving_pool(height: int, width: int) -> tuple[nn.Module, int, int]:

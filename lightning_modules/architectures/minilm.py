@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_modules.architectures import MODELS
+from lightning_modules.architectures.registry import MODELS
 from lightning_modules.architectures.text_encoders import (
     SPECIAL_TOKENS,
     check_text_args,

@@ -7,7 +7,7 @@ from typing import Literal
 
 from torch import nn
 
-from lightning_modules.architectures import MODELS
+from lightning_modules.architectures.registry import MODELS
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 

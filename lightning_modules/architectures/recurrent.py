@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lightning_modules.architectures import MODELS
+from lightning_modules.architectures.registry import MODELS
 from lightning_modules.architectures.text_encoders import (
     SentenceClassifier,
     TokenEmbedding,

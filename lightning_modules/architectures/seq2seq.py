@@ -1,6 +1,6 @@
-"""Sequence-to-sequence (encoder-decoder) architectures, registered by name in ``SEQ2SEQ_MODELS`` and
-built by ``create_seq2seq_model``; a registry of their own because their injected arguments differ
-from the classifiers' (``MODELS``).
+"""Sequence-to-sequence (encoder-decoder) architectures, registered by name in ``SEQ2SEQ_MODELS``
+(``lightning_modules.architectures.registry``) and built by ``create_seq2seq_model``; a registry of
+their own because their injected arguments differ from the classifiers' (``MODELS``).
 
 Every builder has the signature ``(src_vocab_size, tgt_vocab_size, pad_id, bos_id, eos_id,
 dropout=0.0, <typed options with defaults>) -> nn.Module``: the first six are injected from the
@@ -31,17 +31,13 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from experiments.registry import Registry
-
-SEQ2SEQ_MODELS: Registry[Callable[..., nn.Module]] = Registry("seq2seq model")
-
-INJECTED = ("src_vocab_size", "tgt_vocab_size", "pad_id", "bos_id", "eos_id", "dropout")
+from lightning_modules.architectures.registry import SEQ2SEQ_INJECTED as INJECTED
+from lightning_modules.architectures.registry import SEQ2SEQ_MODELS
 
 Memory = dict[str, Tensor]
 State = dict[str, Tensor]
@@ -136,7 +132,3 @@ def seq2seq_options(name: str) -> list[str]:
 def available_seq2seq_models(pattern: str = "*") -> list[str]:
     """Registered seq2seq model names, optionally filtered by a shell-style pattern (``"*attention"``)."""
     return [name for name in SEQ2SEQ_MODELS.names() if fnmatch.fnmatchcase(name, pattern)]
-
-
-# Imported after SEQ2SEQ_MODELS exists: each module registers its builders into it.
-from lightning_modules.architectures import seq2seq_rnn, seq2seq_transformer  # noqa: E402, F401

@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lightning_modules.architectures.recurrent import CELLS
+from lightning_modules.architectures.registry import SEQ2SEQ_MODELS
 from lightning_modules.architectures.seq2seq import (
-    SEQ2SEQ_MODELS,
     Memory,
     Seq2Seq,
     State,

@@ -13,8 +13,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from lightning_modules.architectures.registry import SEQ2SEQ_MODELS
 from lightning_modules.architectures.seq2seq import (
-    SEQ2SEQ_MODELS,
     Memory,
     Seq2Seq,
     State,

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_modules.architectures import MODELS
+from lightning_modules.architectures.registry import MODELS
 from lightning_modules.architectures.text_encoders import (
     SentenceClassifier,
     TokenEmbedding,

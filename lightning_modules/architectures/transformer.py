@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_modules.architectures import MODELS
+from lightning_modules.architectures.registry import MODELS
 from lightning_modules.architectures.text_encoders import (
     check_text_args,
     classifier_head,

@@ -1,0 +1,94 @@
+"""``litbench report GRID``: comparison tables, plots and a summary from the tracked runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cli.common import EXIT_OK, add_store, console, context_of
+
+DESCRIPTION = (
+    "Read the grid's runs from MLflow (the tracker is the only source) and write to OUT: summary.md "
+    "(what won, by how much, how sure); tables.md, tables.tex (booktabs) and report.html "
+    "(self-contained, plots inlined) with one row per configuration, mean ± std and the 95%% "
+    "Student-t CI over seeds, marginal tables per factor, every configuration against the best (Welch's "
+    "t-test, Holm-adjusted) and the failed runs; the same tables unrounded as CSV, plus runs.csv; "
+    "learning_curves.png, factors.png and heatmap.png. Whether higher or lower is better is each "
+    "metric's declared direction (`litbench ls --names`). The same store gives byte-identical tables. "
+    "For a study of `litbench tune`, the trials are read (read-only) from the Optuna storage its parent "
+    "run records and OUT gets summary.md, trials.csv, best_trials.md, optimization_history.png, "
+    "param_importances.png (fANOVA), intermediate_values.png and report.html."
+)
+
+
+def add_parser(commands) -> None:
+    report = commands.add_parser(
+        "report",
+        help="write comparison tables, plots and a summary of a grid (or of an Optuna study)",
+        description=DESCRIPTION,
+    )
+    report.add_argument(
+        "grid", help="the grid's or study's experiment name, or its YAML file (its `name` is used)"
+    )
+    add_store(report, data=False)
+    report.add_argument("--out", help="output directory (default: reports/<grid or study>)")
+    report.add_argument(
+        "--metric",
+        help="tracked metric to rank by, e.g. test/acc, val/loss, perf/fit_time_s (default: the task's "
+        "test metric, e.g. test/acc); a bare name means its test/ value",
+    )
+    report.add_argument(
+        "--mode",
+        choices=["max", "min"],
+        help="whether higher or lower --metric is better (default: the metric's declared direction)",
+    )
+    report.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from reports.study_record import is_study
+
+    experiment = _grid_name(args.grid)
+    ctx = context_of(args)
+    out_dir = Path(args.out) if args.out else None
+    out = console()
+    with out.status("reading runs", spinner="dots") as status:
+        if is_study(ctx.tracking_uri, experiment):  # `litbench tune` made it: trials from the Optuna storage
+            from reports.collect import ReportInputError
+            from reports.study import write_study_report
+
+            if args.metric or args.mode:
+                raise ReportInputError(
+                    f"{experiment!r} is an Optuna study, ranked by the objective and direction it was "
+                    "tuned on; --metric and --mode apply to grids only: drop them"
+                )
+            report = write_study_report(
+                ctx.tracking_uri, experiment, out_dir, progress=lambda step: status.update(step)
+            )
+        else:
+            from reports.build import write_report
+
+            report = write_report(
+                ctx.tracking_uri,
+                experiment,
+                out_dir,
+                metric=args.metric,
+                mode=args.mode,
+                progress=lambda step: status.update(step),
+            )
+    out.print((report.out_dir / "summary.md").read_text(), markup=False)
+    out.print(
+        f"[bold]wrote {len(report.files)} files to {report.out_dir}/:[/] "
+        + ", ".join(str(p.relative_to(report.out_dir)) for p in report.files)
+    )
+    return EXIT_OK
+
+
+def _grid_name(grid: str) -> str:
+    """A grid YAML file names its experiment with its `name` (default: the file's stem)."""
+    path = Path(grid)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        from experiments.specs import read_yaml
+
+        return str(read_yaml(path).get("name") or path.stem)
+    return grid

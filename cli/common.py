@@ -1,0 +1,79 @@
+"""What every command shares: exit codes, the console, the error line, and the store/data flags."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core.context import Context
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlruns/mlflow.db)"
+DATA_HELP = "directory holding the data sets (default: $LITBENCH_DATA_DIR, else ./data)"
+
+
+def add_store(command: argparse.ArgumentParser, data: bool = True) -> None:
+    """``--tracking-uri`` (and ``--data-dir``): what the command's ``Context`` is resolved from."""
+    if data:
+        command.add_argument("--data-dir", help=DATA_HELP)
+    command.add_argument("--tracking-uri", help=TRACKING_HELP)
+
+
+def add_overrides(command: argparse.ArgumentParser, set_help: str) -> None:
+    command.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"{set_help} (repeatable)",
+    )
+
+
+def context_of(args: argparse.Namespace) -> Context:
+    """The one place a command resolves its tracking URI and data directory."""
+    return Context.resolve(getattr(args, "tracking_uri", None), getattr(args, "data_dir", None))
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def port(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
+    return value
+
+
+def error(message: str) -> None:
+    print(f"litbench: error: {message}", file=sys.stderr)
+
+
+def console():
+    from rich.console import Console
+
+    # wide when piped (CI logs, files), so tables keep whole run ids and reasons
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
+def cell(value) -> str:
+    """A table cell: floats to 4 places; a std over a single seed is undefined, shown as a dash."""
+    if isinstance(value, float):
+        return "-" if value != value else f"{value:.4f}"
+    return str(value)
+
+
+def short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def params_text(params: dict) -> str:
+    return " ".join(f"{k}={short(v)}" for k, v in params.items())

@@ -1,0 +1,58 @@
+"""The names of the MLflow tags (and Optuna attributes) litbench writes, in one place: the engine
+writes them, reports and the CLI read them, and neither needs the other's code to do so."""
+
+from __future__ import annotations
+
+# ---- every run
+SPEC_HASH = "litbench.spec_hash"  # the run's identity: hash of its canonical spec
+CONFIG = "litbench.config"  # the run's name without its seed: runs that differ only by seed share it
+GRID = "litbench.grid"
+FAILURE = "litbench.failure"  # why a FAILED (or KILLED) run ended, in one line
+TASK_KIND = "litbench.task"  # the task kind: image_classification, text_classification, translation
+TASK_METRIC = "litbench.metric"  # the task's primary metric, e.g. "acc"
+TASK_MODE = "litbench.mode"  # "max" or "min": that metric's declared direction
+TASK_TARGET = "litbench.target"  # the time-to-target threshold; absent when the task has none
+TASK_BUDGET = "litbench.budget_epochs"  # the task's default epoch budget
+FACTOR_PREFIX = "litbench.factor."  # one tag per grid axis: litbench.factor.optimizer = adam-lr0.002
+PARENT = "mlflow.parentRunId"  # MLflow's own nesting tag
+GIT_COMMIT = "mlflow.source.git.commit"
+
+# ---- the worker that owns a run (exactly-once cells, see experiments.claims)
+HOST = "litbench.host"
+PID = "litbench.pid"
+HEARTBEAT = "litbench.heartbeat"  # unix seconds of the worker's last sign of life
+ATTEMPT = "litbench.attempt"
+
+# ---- Optuna studies (experiments.tuning)
+STUDY = "litbench.study"
+STUDY_ROLE = "litbench.study.role"  # "parent" on the study's own run
+STUDY_OBJECTIVE = "litbench.study.objective"
+STUDY_DIRECTION = "litbench.study.direction"
+STUDY_SAMPLER = "litbench.study.sampler"
+STUDY_PRUNER = "litbench.study.pruner"
+STUDY_STORAGE = "litbench.study.storage"
+TRIAL_NUMBER = "litbench.trial.number"
+TRIAL_STATE = "litbench.trial.state"  # running, complete, pruned, failed
+BEST_VALUE = "litbench.best.value"
+BEST_TRIAL = "litbench.best.trial"
+BEST_PARAMS = "litbench.best.params"
+BEST_RUN_ID = "litbench.best.run_id"
+
+# Optuna trial and study user attributes
+ATTR_HOST, ATTR_PID = "litbench.host", "litbench.pid"  # the worker that runs a trial
+ATTR_SPEC = "litbench.spec"  # the trial's complete RunSpec
+ATTR_RUN_ID = "litbench.run_id"
+ATTR_FAILURE = "litbench.failure"
+ATTR_ORPHANED = "litbench.orphaned"  # a trial whose process died: failed, but not by its own fault
+STUDY_ATTR_IDENTITY = "litbench.identity"
+
+# ---- a grid's cell whose spec came from a tuning study (a grid with a `tune:` block)
+TUNED_STUDY = "litbench.tuned.study"
+TUNED_TRIAL = "litbench.tuned.trial"
+TUNED_PARAMS = "litbench.tuned.params"
+TUNED_VALUE = "litbench.tuned.value"
+
+
+def factor_tags(factors: dict[str, str]) -> dict[str, str]:
+    """The grid axes a run sets, as tags the UI can filter by and a report groups by."""
+    return {f"{FACTOR_PREFIX}{axis}": value for axis, value in factors.items()}

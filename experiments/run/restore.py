@@ -1,0 +1,102 @@
+"""A tracked run rebuilt from its spec and weights, and ``litbench predict``: its network on the
+unlabelled split, written as submission files.
+
+The run's own spec and weights come back from MLflow (``spec.yaml`` and ``model/weights.pt``, logged
+when ``tracking.log_checkpoint`` is on), or from those files on disk; the datamodule is rebuilt from
+the spec, so the tokenizer is the run's (the encoded-text cache hands back the very same one). For GLUE
+each file is the TSV the leaderboard expects (``SST-2.tsv``: ``index<TAB>prediction``); other text
+corpora get ``predict.tsv``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from core.context import Context
+from core.errors import SpecError
+from experiments.run.prepare import Prepared, prepare
+from experiments.specs import load_run_spec
+from tasks.text_classification import Submission, TextClassification
+
+WEIGHTS_ARTIFACT = "model/weights.pt"
+
+
+def restore_run(run_id: str, ctx: Context) -> Prepared:
+    """Run ``run_id`` rebuilt from its tracked spec and weights: the ``Prepared`` the runner would
+    build (datamodule, network, module), the network holding the trained weights."""
+    from mlflow.exceptions import MlflowException
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # two small files: no bars
+    client = ctx.client
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise SpecError(
+            f"no run {run_id!r} in {ctx.tracking_uri}; list runs with `litbench ls EXPERIMENT`"
+        ) from None
+    with tempfile.TemporaryDirectory(prefix="litbench-restore-") as tmp:
+        try:
+            spec_file = client.download_artifacts(run_id, "spec.yaml", tmp)
+            weights_file = client.download_artifacts(run_id, WEIGHTS_ARTIFACT, tmp)
+        except (MlflowException, OSError):
+            raise SpecError(
+                f"run {run_id} has no {WEIGHTS_ARTIFACT} artifact (or no spec.yaml); this needs the "
+                "trained weights: train it again with `tracking: {log_checkpoint: true}`"
+            ) from None
+        return _rebuild(Path(spec_file), Path(weights_file), ctx.data_dir)
+
+
+def restore_checkpoint(path: Path, data_dir: Path) -> Prepared:
+    """A run rebuilt from files on disk: a folder of its artifacts (``mlflow artifacts download -r
+    RUN_ID``: ``spec.yaml`` and ``model/weights.pt``), or a ``weights.pt`` with the run's ``spec.yaml``
+    in its folder or the folder above."""
+    path = Path(path)
+    if path.is_dir():
+        weights = next((w for w in (path / WEIGHTS_ARTIFACT, path / "weights.pt") if w.is_file()), None)
+        specs = [path / "spec.yaml"]
+    else:
+        weights = path if path.is_file() else None
+        specs = [path.parent / "spec.yaml", path.parent.parent / "spec.yaml"]
+    spec = next((s for s in specs if s.is_file()), None)
+    if weights is None or spec is None:
+        missing = "weights (model/weights.pt)" if weights is None else "spec.yaml of the run"
+        raise SpecError(
+            f"{path}: found no {missing}. A checkpoint is a run's artifact folder (download it with "
+            "`mlflow artifacts download -r RUN_ID -d DIR`) or its weights.pt with spec.yaml beside it "
+            "or one folder up; or pass the run id itself."
+        )
+    return _rebuild(spec, weights, data_dir)
+
+
+def _rebuild(spec_file: Path, weights_file: Path, data_dir: Path) -> Prepared:
+    prepared = prepare(load_run_spec(spec_file), data_dir)
+    try:
+        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        prepared.network.load_state_dict(state)
+    except (RuntimeError, OSError, EOFError) as err:  # not a state dict, or another model's
+        raise SpecError(
+            f"{weights_file}: cannot load these weights into the {prepared.spec.model.name} of "
+            f"{spec_file} ({str(err).splitlines()[0]}); the weights and the spec must come from the "
+            "same run."
+        ) from None
+    prepared.network.eval()
+    return prepared
+
+
+def predict_run(run_id: str, ctx: Context, out_dir: Path) -> list[Submission]:
+    """Write one submission file per unlabelled split of run ``run_id``'s data into ``out_dir``
+    and log them to the run under ``submission/``."""
+    prepared = restore_run(run_id, ctx)
+    if not isinstance(prepared.task, TextClassification):
+        raise SpecError(
+            f"run {run_id} is a {prepared.task.name.replace('_', ' ')} run; `litbench predict` writes the "
+            "predictions of a text classifier on its unlabelled split (translations: `litbench translate`)"
+        )
+    written = prepared.task.write_predictions(prepared, out_dir)
+    for submission in written:
+        ctx.client.log_artifact(run_id, str(submission.path), "submission")
+    return written
