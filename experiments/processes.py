@@ -91,7 +91,7 @@ class Job:
 
 
 def bootstrap(
-    env: dict[str, str] | None = None, log_path: str | None = None, plugins: Sequence[str] = ()
+    env: dict[str, str] | None = None, log_path: str | None = None, plugins: Sequence[str] | None = None
 ) -> None:
     """What every child does first: its log, its environment and threads, SIGTERM as Ctrl-C, quiet
     libraries and the parent's plugin modules."""
@@ -111,7 +111,7 @@ def bootstrap(
     from experiments.environment import quiet_libraries
 
     quiet_libraries()
-    load_plugins(list(plugins))
+    load_plugins(None if plugins is None else list(plugins))  # None: those $LITBENCH_PLUGINS names
 
 
 def _forked(target: Callable[..., Any], args: tuple, env: dict[str, str], log_path: str, plugins: list[str]):

@@ -194,3 +194,26 @@ def test_a_two_cell_grid_of_the_new_task_kind_runs_in_worker_processes(tmp_path:
     assert main(["report", "toy_grid", "--tracking-uri", uri, "--out", str(out)]) == 0
     table = pd.read_csv(out / "configurations.csv").sort_values("rank")
     assert table["test/mae mean"].is_monotonic_increasing
+
+
+def test_a_plugin_named_in_the_environment_is_loaded_by_the_command(tmp_path: Path) -> None:
+    """How a user adds a task kind: one file, named in LITBENCH_PLUGINS; a bad name is one clear error."""
+    import subprocess
+    import sys
+
+    (tmp_path / "toy.yaml").write_text(SPEC)
+    here = Path(__file__).resolve()
+    env = {
+        **os.environ,
+        "LITBENCH_PLUGINS": here.stem,
+        "PYTHONPATH": f"{here.parent}{os.pathsep}{here.parents[1]}",
+    }
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    command = [sys.executable, "-m", "cli", "run", str(tmp_path / "toy.yaml"), "--tracking-uri", uri]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "test/mae" in done.stdout
+    env["LITBENCH_PLUGINS"] = "no_such_plugin"
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "plugin module 'no_such_plugin'" in done.stderr and "Traceback" not in done.stderr
