@@ -27,7 +27,6 @@ from pydantic import (
     model_validator,
 )
 
-from core.errors import SpecError
 from core.registry import UnknownNameError
 from experiments.specs.errors import problem, spec_error
 from experiments.specs.options import SHARED_FIELDS, options_model, retired_options
@@ -268,7 +267,5 @@ class RunSpec(StrictModel):
 def validate_run_spec(raw: Mapping[str, Any], where: str = "spec") -> RunSpec:
     try:
         return RunSpec.model_validate(raw)
-    except ValidationError as err:
+    except ValidationError as err:  # a validator's SpecError arrives wrapped in it, too
         raise spec_error(err, RunSpec, where) from None
-    except SpecError as err:
-        raise SpecError(f"{where}: {err}") from None
