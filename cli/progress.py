@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 from cli.common import params_text
 from experiments.events import (
+    CellBlocked,
     CellEnded,
     CellStarted,
     Event,
@@ -45,6 +46,8 @@ class GridProgress:
     def describe(self) -> str:
         c = self.counts
         text = f"done {c['FINISHED']}  running {c['running']}  failed {c['FAILED']}"
+        if c.get("BLOCKED"):
+            text += f"  blocked {c['BLOCKED']}"
         return f"{text}  (waiting for {self.elsewhere} running elsewhere)" if self.elsewhere else text
 
     def __call__(self, event: Event) -> None:
@@ -64,6 +67,10 @@ class GridProgress:
                     f"[{style}]{outcome.status:8}[/] {outcome.cell.run_name}  {outcome.wall_s:.0f} s{reason}"
                 )
                 self.progress.update(self.task, advance=1)
+        elif isinstance(event, CellBlocked):
+            self.counts["BLOCKED"] = self.counts.get("BLOCKED", 0) + 1
+            console.print(f"[red]BLOCKED [/] {event.outcome.cell.run_name}  {event.outcome.failure}")
+            self.progress.update(self.task, advance=1)
         elif isinstance(event, WaitingForOthers):
             self.elsewhere = len(event.cells)
         else:

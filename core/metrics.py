@@ -54,12 +54,19 @@ for _name, _direction, _text in (
     ("bleu", "max", "sacrebleu corpus BLEU"),
     ("chrf", "max", "sacrebleu corpus chrF"),
     ("loss_step", "min", "the training loss of one optimizer step"),
+    ("mlm_loss", "min", "masked-language-model cross-entropy over the masked positions"),
+    ("mlm_acc", "max", "accuracy of the masked-language-model predictions at the masked positions"),
+    ("distill_loss", "min", "the distillation objective: a*T^2*KL(teacher_T || student_T) + (1-a)*CE"),
+    ("size_mb", "min", "serialized size in MB of the weights tested as a variant (test_int8/size_mb)"),
+    ("latency_ms_batch", "min", "median CPU latency of one test batch (test_<variant>/latency_ms_batch), ms"),
+    ("latency_ms_example", "min", "median CPU latency per example (test_<variant>/latency_ms_example), ms"),
     ("perf/fit_time_s", "min", "wall seconds of the fit"),
     ("perf/train_samples_per_s", "max", "training samples per second of the fit"),
     ("perf/time_to_target_s", "min", "seconds of fit until val/<metric> first reached the target"),
     ("perf/epochs_to_target", "min", "epochs until val/<metric> first reached the target"),
     ("perf/best_epoch", "min", "the epoch of the best validation value (earlier is cheaper)"),
     ("perf/tokenize_s", "min", "seconds to tokenize the corpus (or read it from the cache)"),
+    ("perf/teacher_logits_s", "min", "seconds to compute (or read from the cache) a teacher's logits"),
 ):
     METRICS.add(_name, MetricDeclaration(_name, _direction, _text), module=__name__)
 

@@ -17,6 +17,15 @@ FACTOR_PREFIX = "litbench.factor."  # one tag per grid axis: litbench.factor.opt
 PARENT = "mlflow.parentRunId"  # MLflow's own nesting tag
 GIT_COMMIT = "mlflow.source.git.commit"
 
+# ---- lineage: a run that starts from another run's weights, or learns from a teacher run
+STAGE = "litbench.stage"  # the grid stage of a cell (pretrain, finetune, ...); absent outside stages
+PARENT_RUN = "litbench.parent.run_id"  # the run whose weights model.init_from loaded
+PARENT_HASH = "litbench.parent.spec_hash"  # its spec hash (part of this run's identity)
+PARENT_PART = "litbench.parent.part"  # which weights were loaded: all, or encoder
+TEACHER_RUN = "litbench.teacher.run_id"  # the run whose logits distill.teacher used
+TEACHER_HASH = "litbench.teacher.spec_hash"
+BLOCKED = "litbench.blocked"  # (grid outcome) why a cell was left unrun: a cell it needs FAILED
+
 # ---- the worker that owns a run (exactly-once cells, see experiments.claims)
 HOST = "litbench.host"
 PID = "litbench.pid"

@@ -7,7 +7,7 @@ registry itself, so the modules that register into it never import this package'
 from __future__ import annotations
 
 from core.metrics import TaskProtocol
-from datamodules import digits, glue, mnist, seq2seq, text_classification
+from datamodules import digits, glue, masked_text, mnist, seq2seq, text_classification
 from datamodules.augment import AugmentationPolicy, augment_batch
 from datamodules.base import ImageClassificationDataModule, InMemoryBatchLoader
 from datamodules.download import CorruptDataError, DataError, DataNotFoundError
@@ -27,6 +27,7 @@ __all__ = [
     "create_datamodule",
     "digits",
     "glue",
+    "masked_text",
     "mnist",
     "seq2seq",
     "text_classification",

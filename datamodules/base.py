@@ -17,7 +17,7 @@ from torch import Tensor
 
 from core.metrics import TaskProtocol
 from datamodules.augment import AugmentationPolicy, augment_batch
-from datamodules.download import CorruptDataError
+from datamodules.download import CorruptDataError, DataError
 from datamodules.sharding import shard, shard_size, trainer_rank
 
 
@@ -39,6 +39,7 @@ class InMemoryBatchLoader:
         rank: int = 0,
         world_size: int = 1,
         pad_shards: bool = False,
+        with_index: bool = False,
     ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -49,6 +50,7 @@ class InMemoryBatchLoader:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.rank, self.world_size, self.pad_shards = rank, world_size, pad_shards
+        self.with_index = with_index  # also yield the sample indices (a distilled run's soft targets)
         self.epoch = 0  # the next epoch's number; public so a resumed run can set it
 
     def __len__(self) -> int:
@@ -65,13 +67,14 @@ class InMemoryBatchLoader:
             order = torch.arange(n)
         return shard(order, self.rank, self.world_size, self.pad_shards).to(self.images.device)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         order = self.indices(self.epoch)
         self.epoch += 1
         stop = len(self) * self.batch_size
         for start in range(0, stop, self.batch_size):
             idx = order[start : start + self.batch_size]
-            yield self.images.index_select(0, idx), self.labels.index_select(0, idx)
+            batch = self.images.index_select(0, idx), self.labels.index_select(0, idx)
+            yield (*batch, idx) if self.with_index else batch
 
 
 class ImageClassificationDataModule(lightning.LightningDataModule):
@@ -125,6 +128,7 @@ class ImageClassificationDataModule(lightning.LightningDataModule):
         self.mean: Tensor | None = None  # per channel, of [0, 1] images of the training split
         self.std: Tensor | None = None
         self._stats_on: dict[torch.device, tuple[Tensor, Tensor]] = {}
+        self.index_train_batches = False  # training batches carry sample indices (distillation)
 
     def _load_arrays(self) -> dict[str, tuple[Tensor, Tensor]]:
         """uint8 images ``[N, C, H, W]`` and int64 labels ``[N]`` for "train" and "test"."""
@@ -202,6 +206,7 @@ class ImageClassificationDataModule(lightning.LightningDataModule):
             rank=rank,
             world_size=world_size,
             pad_shards=train,  # DDP needs equal step counts; evaluation must count each sample once
+            with_index=train and self.index_train_batches,
         )
 
     def train_dataloader(self) -> InMemoryBatchLoader:
@@ -233,14 +238,31 @@ class ImageClassificationDataModule(lightning.LightningDataModule):
             self._stats_on[device] = (self.mean.to(device)[:, None, None], self.std.to(device)[:, None, None])
         return self._stats_on[device]
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Tensor, Tensor]:
-        images, labels = batch
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Tensor, ...]:
+        images, labels, *index = batch  # the sample indices, when training batches carry them
         trainer = self.trainer
         x = self.transform_batch(images, train=trainer is not None and trainer.training)
         if trainer is not None:
             # Lightning casts inputs for "true" precisions before this hook, when they were still uint8
             x = trainer.precision_plugin.convert_input(x)
-        return x, labels
+        return x, labels, *index
+
+    # ---- a teacher's view of another run's examples (distillation) ------------------------------
+
+    def train_examples(self) -> Tensor:
+        """The training images (uint8, ``[N, C, H, W]``), in the order of the training loader's indices."""
+        images, _ = self._split("train")
+        return images.cpu()
+
+    def batches_for(self, examples: Tensor, batch_size: int) -> Iterator[Tensor]:
+        """``examples`` (uint8 images, maybe another run's) as this datamodule's model inputs, in order."""
+        if tuple(examples.shape[1:]) != tuple(self.input_shape):
+            raise DataError(
+                f"{type(self).__name__} reads images of shape {list(self.input_shape)}, the examples are "
+                f"{list(examples.shape[1:])}"
+            )
+        for start in range(0, len(examples), batch_size):
+            yield self.transform_batch(examples[start : start + batch_size], train=False)
 
     def sample_batch(self, n: int) -> tuple[Tensor, Tensor]:
         """The first ``n`` test images, transformed without augmentation, and their labels."""

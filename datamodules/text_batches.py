@@ -152,14 +152,18 @@ class TextDataset(Dataset):
 class BatchesDataset(Dataset):
     """``view[indices]`` is a whole batch of a TextDataset: a sampler of index lists drives a DataLoader."""
 
-    def __init__(self, dataset: TextDataset) -> None:
+    def __init__(self, dataset: TextDataset, with_index: bool = False) -> None:
         self.dataset = dataset
+        self.with_index = with_index  # also yield the examples' indices (a distilled run's soft targets)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, indices: list[int]) -> tuple[dict[str, Tensor], Tensor]:
-        return self.dataset.batch(indices)
+    def __getitem__(self, indices: list[int]) -> tuple[Any, ...]:
+        inputs, labels = self.dataset.batch(indices)
+        if self.with_index:
+            return inputs, labels, torch.as_tensor(indices, dtype=torch.long)
+        return inputs, labels
 
 
 def as_is(batch: Any) -> Any:  # a module-level function, so worker processes can unpickle it
@@ -255,6 +259,7 @@ def make_loader(
     pad_shards: bool = True,
     num_workers: int = 0,
     pin_memory: bool = False,
+    with_index: bool = False,
 ) -> DataLoader:
     """A DataLoader of ``(batch dict, labels)`` over ``dataset`` with length-bucketed batches.
 
@@ -262,7 +267,8 @@ def make_loader(
     takes tens of microseconds; worker processes would spend more on moving batches than that, so
     ``num_workers=0`` is the default. The sampler is the DataLoader's ``sampler``, where Lightning
     calls ``set_epoch``. ``pair`` defaults to the dataset's. Pass ``pad_shards=False`` for evaluation
-    under DDP, so each sample counts once (ranks may then run one batch fewer).
+    under DDP, so each sample counts once (ranks may then run one batch fewer). ``with_index`` makes
+    batches ``(batch dict, labels, indices into dataset)``.
     """
     if pair is None:
         pair = dataset.pair
@@ -280,7 +286,7 @@ def make_loader(
         pad_shards=pad_shards,
     )
     return DataLoader(
-        BatchesDataset(dataset),
+        BatchesDataset(dataset, with_index),
         sampler=sampler,
         batch_size=None,  # the sampler already yields whole batches of indices
         collate_fn=as_is,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -93,6 +94,8 @@ class TextClassificationDataModule(lightning.LightningDataModule):
         self.tokenize_s: float | None = None  # wall time of the last encode (a cache hit: reading it)
         self.datasets: dict[str, TextDataset] = {}
         self.ids: dict[str, list[str]] = {}
+        self.train_texts: list[str] | list[tuple[str, str]] = []  # the training examples, dataset order
+        self.index_train_batches = False  # training batches carry example indices (distillation)
 
     # ---- what subclasses provide -------------------------------------------------------------
 
@@ -150,6 +153,7 @@ class TextClassificationDataModule(lightning.LightningDataModule):
         self.datasets = dict(full)
         self.datasets["train"] = _subset(full["train"], train)
         self.datasets["val"] = _subset(full["train"], holdout)
+        self.train_texts = [splits["train"].texts[i] for i in train.tolist()]
         self.ids = {name: split.ids for name, split in splits.items()}
 
     def _dataset(self, name: str, split: TextSplit) -> TextDataset:
@@ -205,6 +209,7 @@ class TextClassificationDataModule(lightning.LightningDataModule):
             rank=rank,
             world_size=world_size,
             pad_shards=train,  # DDP needs equal step counts; evaluation must count each example once
+            with_index=train and self.index_train_batches,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -237,8 +242,34 @@ class TextClassificationDataModule(lightning.LightningDataModule):
         trainer = self.trainer
         if not (self.augment and self.word_dropout > 0 and trainer is not None and trainer.training):
             return batch
-        inputs, labels = batch
-        return word_dropout(inputs, self.word_dropout), labels
+        inputs, *rest = batch  # labels, and example indices when asked for
+        return word_dropout(inputs, self.word_dropout), *rest
+
+    # ---- a teacher's view of another run's examples (distillation) ------------------------------
+
+    def train_examples(self) -> list[str] | list[tuple[str, str]]:
+        """The raw training examples, in the order of the training dataset (its indices)."""
+        self.setup()
+        return self.train_texts
+
+    def batches_for(self, examples: Sequence[Any], batch_size: int) -> Iterator[dict[str, Tensor]]:
+        """``examples`` (raw texts, maybe another run's) as this datamodule's model inputs, in order,
+        encoded by this datamodule's own tokenizer."""
+        self.setup()
+        assert self.corpus is not None
+        pair = self.corpus.pair
+        if examples and isinstance(examples[0], (tuple, list)) != pair:
+            raise DataError(
+                f"{self.name} reads {'sentence pairs' if pair else 'single sentences'} but the examples "
+                f"are {'pairs' if not pair else 'single sentences'}"
+            )
+        tokenizer = self.corpus.tokenizer
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            columns = [[a for a, _ in chunk], [b for _, b in chunk]] if pair else [list(chunk)]
+            encoded = [TokenSequences.from_lists(tokenizer.encode(column)) for column in columns]
+            dataset = TextDataset(encoded[0], torch.zeros(len(chunk), dtype=torch.long), *encoded[1:])
+            yield dataset.batch(torch.arange(len(chunk)))[0]
 
     def sample_batch(self, n: int) -> tuple[dict[str, Tensor], Tensor, list[list[str]]]:
         """The first ``n`` examples of the reported split: the batch, labels and each row's tokens."""

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 @dataclass
 class CellOutcome:
     cell: GridCell
-    # FINISHED, FAILED, SKIPPED (done before, or claimed by another command first), RUNNING (elsewhere,
-    # when we gave up waiting) or MISSING
+    # FINISHED, FAILED, SKIPPED (done before, or claimed by another command first), BLOCKED (a cell it
+    # needs FAILED), RUNNING (elsewhere, when we gave up waiting) or MISSING
     status: str
     run_id: str | None
     failure: str | None = None
@@ -38,6 +38,14 @@ class CellStarted:
 class CellEnded:
     """A worker's process ended; ``outcome.status`` SKIPPED means another command had claimed the
     cell first (this command will look at it again), so the cell did not run here."""
+
+    outcome: CellOutcome
+
+
+@dataclass(frozen=True)
+class CellBlocked:
+    """A cell left unrun because a cell it needs (an earlier stage's) FAILED; ``outcome.failure``
+    says which. No worker started for it."""
 
     outcome: CellOutcome
 
@@ -108,7 +116,16 @@ class StudyEnded:
         return self.finished >= self.target
 
 
-Event = CellStarted | CellEnded | WaitingForOthers | TrialEnded | WorkerProblem | StudiesStarted | StudyEnded
+Event = (
+    CellStarted
+    | CellEnded
+    | CellBlocked
+    | WaitingForOthers
+    | TrialEnded
+    | WorkerProblem
+    | StudiesStarted
+    | StudyEnded
+)
 Listener = Callable[[Event], None]
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from lightning_modules.distillation import SoftTargets, distillation_loss
 from lightning_modules.metrics import TASK_METRICS, metric_collection, predictions
 from lightning_modules.optim import OptimizerFactory, ScheduleFactory, configure_optimizers
 from lightning_modules.regularization import LossOptions, checked_training_loss
@@ -26,7 +27,8 @@ class ClassificationModule(lightning.LightningModule):
     or mean-squared-error training when ``num_classes`` is 1.
 
     Gradient clipping, early stopping and dropout are applied elsewhere (Trainer and architecture);
-    label smoothing and the L1 penalty act on the training loss here, L2 through the optimizer.
+    label smoothing and the L1 penalty act on the training loss here, L2 through the optimizer. A
+    distilled student (``distill_from``) trains on the distillation loss instead of cross-entropy.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class ClassificationModule(lightning.LightningModule):
         # one per test dataloader, e.g. MNLI's matched ("test") and mismatched ("test_mismatched") dev sets
         self.test_stages = tuple(test_stages)
         self.test_metrics = nn.ModuleList(metric_collection(names, num_classes) for _ in self.test_stages)
+        self.soft_targets: SoftTargets | None = None  # set by distill_from
 
     def _loss(self, outputs: Tensor, y: Tensor, label_smoothing: float = 0.0) -> Tensor:
         if self.regression:
@@ -68,10 +71,29 @@ class ClassificationModule(lightning.LightningModule):
     def forward(self, x: Any) -> Tensor:
         return self.network(x)
 
-    def training_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
+    def distill_from(self, soft_targets: SoftTargets) -> None:
+        """Train on ``soft_targets`` beside the labels; training batches must then carry the examples'
+        indices as a third element (the datamodule's ``index_train_batches``)."""
+        if self.regression:
+            raise ValueError("distillation needs class logits; a one-output regression head has none")
+        if soft_targets.logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"the teacher has {soft_targets.logits.shape[1]} classes, this model {self.num_classes}"
+            )
+        self.soft_targets = soft_targets
+        self.register_buffer("_teacher_logits", soft_targets.logits.float(), persistent=False)
+
+    def training_step(self, batch: tuple[Any, ...], batch_idx: int) -> Tensor:
+        x, y, *index = batch
         logits = self.network(x)
-        data_loss = self._loss(logits, y, label_smoothing=self.loss_options.label_smoothing)
+        if self.soft_targets is None:
+            data_loss = self._loss(logits, y, label_smoothing=self.loss_options.label_smoothing)
+        else:
+            teacher = self._teacher_logits[index[0]]
+            options = self.soft_targets
+            data_loss = distillation_loss(
+                logits, teacher, y, options.temperature, options.alpha, self.loss_options.label_smoothing
+            )
         loss, value = checked_training_loss(self, data_loss, self.loss_options.l1)
         with torch.no_grad():
             self._train_sums[0] += data_loss * len(y)

@@ -1,4 +1,5 @@
-"""Which input pixels a prediction depends on: vanilla gradient saliency and a figure of it."""
+"""Which input pixels a prediction depends on: vanilla gradient saliency, Integrated Gradients, and a
+figure of both."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from lightning_modules.attributions import pixel_attributions
 
 
 def saliency_maps(network: nn.Module, images: Tensor, target: Tensor | None = None) -> Tensor:
@@ -37,6 +40,18 @@ def saliency_maps(network: nn.Module, images: Tensor, target: Tensor | None = No
     return saliency.detach().to(images.device)
 
 
+def integrated_gradients_maps(
+    network: nn.Module, images: Tensor, target: Tensor | None = None, n_steps: int = 32
+) -> Tensor:
+    """Integrated Gradients of logit[target] (the predicted class when None) against the all-zero
+    (normalized: the mean-colour) image, summed over channels: [B, H, W], signed, on the images' device.
+
+    Unlike the saliency's |gradient|, each map sums to logit(x) - logit(baseline) up to the delta
+    that ``lightning_modules.attributions.pixel_attributions`` also returns."""
+    attributions = pixel_attributions(network, images, target, n_steps=n_steps).attributions
+    return attributions.sum(dim=1) if attributions.ndim == 4 else attributions
+
+
 def _displayable(image: Tensor) -> tuple[Tensor, str | None]:
     """An image as [H, W] (grey) or [H, W, 3] in [0, 1]: inputs arrive normalized, so rescale."""
     image = image.detach().float().cpu()
@@ -55,8 +70,12 @@ def save_saliency_figure(
     labels: Sequence[int] | Tensor,
     predictions: Sequence[int] | Tensor,
     path: str | Path,
+    integrated: Tensor | None = None,
 ) -> Path:
-    """A PNG with the inputs on the top row and their saliency heatmaps below, titled "y=3 ŷ=3"."""
+    """A PNG with the inputs on the top row and their saliency heatmaps below, titled "y=3 ŷ=3";
+    with ``integrated`` ([B, H, W] or [B, C, H, W], summed over C) a third row of Integrated Gradients
+    maps, green where a pixel raises the predicted logit and pink where it lowers it, on a scale
+    symmetric about 0 per image so that white is no attribution."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: runs write figures on machines without a display
@@ -67,13 +86,20 @@ def save_saliency_figure(
         raise ValueError("save_saliency_figure needs at least one image")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(2, count, figsize=(1.6 * count, 3.4), squeeze=False)
+    if integrated is not None and integrated.ndim == 4:
+        integrated = integrated.sum(dim=1)
+    rows = 2 if integrated is None else 3
+    fig, axes = plt.subplots(rows, count, figsize=(1.6 * count, 1.7 * rows), squeeze=False)
     try:
         for i in range(count):
             image, cmap = _displayable(images[i])
             axes[0, i].imshow(image.numpy(), cmap=cmap)
             axes[0, i].set_title(f"y={int(labels[i])} ŷ={int(predictions[i])}", fontsize=9)
             axes[1, i].imshow(saliency[i].detach().float().cpu().numpy(), cmap="hot")
+            if integrated is not None:
+                ig = integrated[i].detach().float().cpu()
+                limit = float(ig.abs().max()) or 1.0
+                axes[2, i].imshow(ig.numpy(), cmap="PiYG", vmin=-limit, vmax=limit)
             for ax in axes[:, i]:
                 ax.set_axis_off()
         fig.tight_layout()

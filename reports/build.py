@@ -9,6 +9,9 @@ Outputs (in ``reports/<grid>/`` by default):
   ``runs.csv``: the same tables unrounded, plus the per-run numbers they came from.
 - ``learning_curves.png``, ``factors.png``, ``heatmap.png`` (where the grid varies both the model
   and the optimizer).
+- where the runs carry lineage or variant facts (a stage, a parent or teacher run, a test_int8/ size
+  or latency): ``strategies.md``, ``strategies.csv``, ``lineage.md``, ``lineage.csv``,
+  ``pareto_size.png``, ``pareto_latency.png`` (see ``reports.strategies``).
 
 A grid over several tasks (``data.task: [sst2, mrpc]``) gets all of that per task, in
 ``<out>/<data name>_<task>/``, and a top ``summary.md`` with each task's summary.
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import formatting, plots
+from reports import formatting, plots, strategies
 from reports.collect import GridRuns, NoRunsError, load_grid_runs, metric_histories, split_by_task
 from reports.narrative import summary_markdown
 from reports.tables import ReportTables, build_tables, choose_metric
@@ -120,14 +123,22 @@ def _write_one(
     progress("drawing plots")
     figures = _draw(tracking_uri, grid, tables, out_dir)
     report.files += figures.values()
+    notes, page = [], dict(displayed)  # page: the tables report.html shows
+    if strategies.applies(grid):  # a grid without lineage or variants keeps exactly its old files
+        progress("comparing strategies: lineage, costs, Pareto fronts")
+        view = strategies.write_strategies(tracking_uri, grid, out_dir)
+        report.files += view.files
+        figures.update(view.figures)
+        page.update(view.displayed)
+        notes = [view.note] if view.note else []
 
     progress("writing Markdown, LaTeX and HTML")
     names = ["summary.md", "tables.md", "tables.tex", "report.html"] + [p.name for p in report.files]
-    summary = summary_markdown(experiment, tables, sorted(names))
+    summary = summary_markdown(experiment, tables, sorted(names), notes)
     report.files.append(_write_text(out_dir / "summary.md", summary))
     report.files.append(_write_text(out_dir / "tables.md", _markdown(experiment, displayed)))
     report.files.append(_write_text(out_dir / "tables.tex", _latex(experiment, displayed)))
-    report.files.append(_write_text(out_dir / "report.html", _html(experiment, summary, displayed, figures)))
+    report.files.append(_write_text(out_dir / "report.html", _html(experiment, summary, page, figures)))
     report.files.sort()
     return report
 

@@ -29,6 +29,9 @@ class GridRuns:
     # task ("glue/sst2", "mnist") -> its protocol (metric, mode, target); finished and unfinished have
     # a "task" column. A grid over several tasks is reported task by task (see ``split_by_task``).
     tasks: dict[str, tuple[str, str, float | None]] = field(default_factory=dict)
+    # every run of the whole experiment (all tasks, any status; see ``FACT_COLUMNS``): a run's
+    # parent or teacher may sit in another task's part, or have been run again since
+    facts: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 TASK_PARAMS = ("data.name", "data.task")  # what makes two runs the same task (scored the same way)
@@ -102,7 +105,51 @@ def load_grid_runs(tracking_uri: str, experiment: str) -> GridRuns:
         target=target,
         factors=axes if axes is not None else _factors(tidy, params),
         tasks=tasks,
+        facts=_facts(runs),
     )
+
+
+# what ``GridRuns.facts`` holds per run beside every tracked metric (by its tracked name), from its tags
+FACT_TAGS = {
+    "run_name": "mlflow.runName",
+    "config": tag.CONFIG,
+    "task_kind": tag.TASK_KIND,
+    "task_metric": tag.TASK_METRIC,
+    "stage": tag.STAGE,
+    "parent_run": tag.PARENT_RUN,
+    "parent_part": tag.PARENT_PART,
+    "teacher_run": tag.TEACHER_RUN,
+}
+FACT_COLUMNS = ("run_id", "status", *FACT_TAGS)
+
+
+def _facts(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: FACT_COLUMNS ("" where a tag is absent), then the metrics."""
+    facts = pd.DataFrame({"run_id": runs["run_id"].to_numpy(), "status": runs["status"].to_numpy()})
+    for name, key in FACT_TAGS.items():
+        column = runs.get(f"tags.{key}")
+        facts[name] = "" if column is None else column.fillna("").astype(str).to_numpy()
+    metrics = runs[[c for c in runs if c.startswith("metrics.")]]
+    metrics = metrics.rename(columns=lambda c: c.removeprefix("metrics.")).reset_index(drop=True)
+    return pd.concat([facts, metrics], axis=1)
+
+
+def fetch_run_facts(tracking_uri: str, run_ids: list[str]) -> pd.DataFrame:
+    """``GridRuns.facts`` rows for runs outside the experiment (a parent from another grid); a run id
+    the store does not know is left out, so its child's cost shows as unknown rather than failing."""
+    from mlflow.exceptions import MlflowException
+
+    client = client_for(tracking_uri)
+    rows = []
+    for run_id in sorted(set(run_ids)):
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            continue
+        row = {"run_id": run_id, "status": run.info.status}
+        row |= {name: run.data.tags.get(key, "") for name, key in FACT_TAGS.items()}
+        rows.append(row | run.data.metrics)
+    return pd.DataFrame(rows, columns=list(FACT_COLUMNS)) if not rows else pd.DataFrame(rows)
 
 
 def _protocol(run: pd.Series) -> tuple[str, str, float | None]:

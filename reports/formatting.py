@@ -27,7 +27,10 @@ def number(value: float, digits: int) -> str:
 
 
 def digits_for(metric: str) -> int:
-    """Epochs to a tenth (a mean over seeds), throughput whole, seconds to a tenth, the rest to 4 places."""
+    """Epochs to a tenth (a mean over seeds), throughput whole, seconds to a tenth, megabytes and
+    milliseconds to 2 places, the rest to 4."""
+    if metric.endswith(("size_mb", "latency_ms_batch", "latency_ms_example")):
+        return 2
     if metric.endswith(("epoch", "epochs_to_target")):
         return 1
     if metric.endswith("per_s"):

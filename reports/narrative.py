@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from reports.formatting import digits_for, number, p_value
 from reports.tables import ReportTables
 
 
-def summary_markdown(experiment: str, tables: ReportTables, files: list[str]) -> str:
+def summary_markdown(
+    experiment: str, tables: ReportTables, files: list[str], notes: Sequence[str] = ()
+) -> str:
+    """``notes``: further paragraphs (the strategies view's), put before the list of files."""
     metric = tables.metric
     configs = tables.configurations
     digits = digits_for(metric.name)
@@ -54,6 +58,8 @@ def summary_markdown(experiment: str, tables: ReportTables, files: list[str]) ->
         )
     else:
         lines.append("Every run of the grid finished.")
+    for note in notes:
+        lines += ["", note]
     lines += ["", "Files: " + ", ".join(f"`{name}`" for name in files) + "."]
     return "\n".join(lines) + "\n"
 

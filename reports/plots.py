@@ -1,4 +1,5 @@
-"""The report's figures, as PNG files: learning curves, factor bar charts with CIs, an arch x optimizer map.
+"""The report's figures, as PNG files: learning curves, factor bar charts with CIs, an arch x optimizer map,
+and Pareto fronts of the metric against size or latency.
 
 Drawn with matplotlib's Agg backend (no display needed) and saved without timestamps, so the same
 store draws the same bytes.
@@ -101,6 +102,39 @@ def heatmap(tables: ReportTables, rows: str, columns: str, path: Path) -> Path:
             )
     fig.colorbar(image, ax=ax, label=f"{metric} (mean over seeds and other axes)")
     ax.set_title(f"{metric}: {rows} × {columns}", fontsize=9)
+    return _save(fig, path)
+
+
+def pareto(points: pd.DataFrame, x: str, metric: str, front: list[int], path: Path, log_x: bool) -> Path:
+    """One labelled point per row of ``points`` (columns label, ``x``, mean, ci_low, ci_high) with its 95%
+    CI as an error bar; the Pareto front ``front`` (row positions, in order of x) as a step line."""
+    points = points.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    errors = np.vstack([points["mean"] - points["ci_low"], points["ci_high"] - points["mean"]])
+    on_front = np.isin(np.arange(len(points)), front)
+    for members, color, label in ((~on_front, "#999999", "dominated"), (on_front, "#c44e52", "Pareto front")):
+        if members.any():
+            ax.errorbar(
+                points[x][members],
+                points["mean"][members],
+                yerr=np.nan_to_num(errors[:, members]),  # one seed: no interval, a bare point
+                fmt="o",
+                color=color,
+                capsize=3,
+                label=label,
+            )
+    for label, at, mean in zip(points["label"], points[x], points["mean"], strict=True):
+        ax.annotate(label, (at, mean), xytext=(4, 4), textcoords="offset points", fontsize=7)
+    members = points.iloc[front]
+    # a budget between two members' x reaches the cheaper member's value: hold it until the next member
+    ax.step(members[x], members["mean"], where="post", color="#c44e52", linewidth=1.2, alpha=0.7)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"{x} (lower is better{', log scale' if log_x else ''})")
+    ax.set_ylabel(f"{metric}: mean and 95% CI over seeds")
+    ax.set_title(f"{metric} against {x}: one point per (configuration, variant)", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
     return _save(fig, path)
 
 

@@ -8,7 +8,7 @@ built-in ones (the registry itself lives in ``tasks.registry``). A datamodule na
 
 from __future__ import annotations
 
-from tasks import image_classification, text_classification, translation
+from tasks import image_classification, masked_lm, text_classification, translation
 from tasks.base import ArtifactSink, Built, TaskKind, Training
 from tasks.registry import TASKS, model_registries, register_task, scoring_of, task_for_data
 
@@ -19,6 +19,7 @@ __all__ = [
     "TaskKind",
     "Training",
     "image_classification",
+    "masked_lm",
     "model_registries",
     "register_task",
     "scoring_of",

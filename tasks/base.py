@@ -62,6 +62,8 @@ class TaskKind(ABC):
     name: ClassVar[str]
     # the RunSpec section that holds this kind's own settings (translation: "decoding"), if any
     settings_section: ClassVar[str | None] = None
+    # the RunSpec strategy sections this kind can take: "distill", "variants" (classifiers do)
+    strategies: ClassVar[frozenset[str]] = frozenset()
 
     # ---- what fits
 

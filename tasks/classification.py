@@ -17,6 +17,7 @@ class Classification(TaskKind):
     """A classifier over ``MODELS``; subclasses say whether its models read token batches."""
 
     reads_tokens: ClassVar[bool]
+    strategies = frozenset({"distill", "variants"})
 
     def model_registry(self) -> Registry:
         return MODELS

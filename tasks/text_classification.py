@@ -18,6 +18,7 @@ from datamodules.glue import GlueDataModule
 from datamodules.glue_files import write_submission
 from lightning_modules.architectures import MODELS
 from lightning_modules.attention_figures import save_attention_figure
+from lightning_modules.attributions import save_attributions_html, token_attributions
 from lightning_modules.metrics import predictions as predictions_of
 from tasks.base import ArtifactSink, Built
 from tasks.classification import Classification
@@ -63,19 +64,32 @@ class TextClassification(Classification):
         return {} if datamodule.tokenize_s is None else {"perf/tokenize_s": datamodule.tokenize_s}
 
     def log_artifacts(self, built: Built, sink: ArtifactSink, heatmaps: int) -> None:
-        network = built.network.cpu()
-        if not heatmaps or not isinstance(network, AttentionModel):
+        if not heatmaps:
             return
-        inputs, labels, tokens = built.datamodule.sample_batch(min(heatmaps, 4))
-        with torch.no_grad():
-            predictions = predictions_of(network.eval()(inputs))
-        names = built.datamodule.label_names
+        network, datamodule = built.network.cpu(), built.datamodule
+        names = datamodule.label_names
         shown = lambda v: names[int(v)] if names else f"{float(v):.2f}"  # noqa: E731  (scores for STS-B)
-        titles = [f"y={shown(y)}  ŷ={shown(p)}" for y, p in zip(labels, predictions, strict=True)]
-        figure = save_attention_figure(
-            network.attention_maps(inputs), tokens, titles, sink.workdir / "attention.png"
+        if isinstance(network, AttentionModel):
+            inputs, labels, tokens = datamodule.sample_batch(min(heatmaps, 4))
+            with torch.no_grad():
+                predictions = predictions_of(network.eval()(inputs))
+            titles = [f"y={shown(y)}  ŷ={shown(p)}" for y, p in zip(labels, predictions, strict=True)]
+            figure = save_attention_figure(
+                network.attention_maps(inputs), tokens, titles, sink.workdir / "attention.png"
+            )
+            sink.log(figure, "heatmaps")
+        # every text model, attention or not; 32 steps keep this well under a second on a CPU
+        inputs, labels, tokens = datamodule.sample_batch(min(heatmaps, 6))
+        found = token_attributions(network, inputs, datamodule.token_inputs()["vocab_size"], n_steps=32)
+        page = save_attributions_html(
+            tokens,
+            found.scores,
+            [shown(y) for y in labels],
+            [shown(p) for p in predictions_of(found.outputs)],
+            found.delta,
+            sink.workdir / "attributions.html",
         )
-        sink.log(figure, "heatmaps")
+        sink.log(page, "attributions")
 
     def write_predictions(self, built: Built, out_dir: Path) -> list[Submission]:
         """One submission file per unlabelled split in ``out_dir`` (GLUE: the TSV its leaderboard expects)."""

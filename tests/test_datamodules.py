@@ -67,6 +67,7 @@ def test_registry() -> None:
         "fashion_mnist",
         "glue",
         "kmnist",
+        "masked_text",
         "mnist",
         "text_classification",
         "translation",

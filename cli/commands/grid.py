@@ -71,11 +71,12 @@ def handle(args: argparse.Namespace) -> int:
     cells = expand(grid, where=args.grid)
     from experiments.environment import quiet_libraries
     from experiments.sweeps.preflight import Preflight
-    from experiments.sweeps.scheduler import Policy, plan
+    from experiments.sweeps.scheduler import Policy, plan, resolve_cells
 
     quiet_libraries()
     out = console()
     ctx = context_of(args)
+    cells = resolve_cells(cells, ctx)  # runs and checkpoints named by init_from or a teacher
     if grid.tune is not None:  # each configuration's study first; its cells then run its best spec
         from cli.progress import print_study_event
         from experiments.tuning.tuned_grid import tune_grid
@@ -133,10 +134,12 @@ def _run_with_progress(out, cells, experiment: str, ctx, policy, preflight):
 def _print_plan(out, cells, states) -> None:
     from rich.table import Table
 
-    table = Table("run", "hash", "status", "runs so far", title=f"{len(cells)} runs")
+    table = Table("run", "hash", "status", "runs so far", "needs", title=f"{len(cells)} runs")
+    names = {c.spec.spec_hash: c.run_name for c in cells}
     for c in cells:
         state = states[c.spec.spec_hash]
-        table.add_row(c.run_name, c.spec.spec_hash, state.status, str(len(state.runs)))
+        needs = ", ".join(names[h] for h in c.needs)
+        table.add_row(c.run_name, c.spec.spec_hash, state.status, str(len(state.runs)), needs)
     out.print(table)
 
 

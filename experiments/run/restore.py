@@ -54,6 +54,12 @@ def restore_checkpoint(path: Path, data_dir: Path) -> Prepared:
     """A run rebuilt from files on disk: a folder of its artifacts (``mlflow artifacts download -r
     RUN_ID``: ``spec.yaml`` and ``model/weights.pt``), or a ``weights.pt`` with the run's ``spec.yaml``
     in its folder or the folder above."""
+    return _rebuild(*checkpoint_files(path), data_dir)
+
+
+def checkpoint_files(path: Path) -> tuple[Path, Path]:
+    """The ``(spec.yaml, weights.pt)`` of a checkpoint: an artifact folder, or a weights file with
+    the spec beside it or one folder up; a SpecError saying what is missing otherwise."""
     path = Path(path)
     if path.is_dir():
         weights = next((w for w in (path / WEIGHTS_ARTIFACT, path / "weights.pt") if w.is_file()), None)
@@ -69,7 +75,7 @@ def restore_checkpoint(path: Path, data_dir: Path) -> Prepared:
             "`mlflow artifacts download -r RUN_ID -d DIR`) or its weights.pt with spec.yaml beside it "
             "or one folder up; or pass the run id itself."
         )
-    return _rebuild(spec, weights, data_dir)
+    return spec, weights
 
 
 def _rebuild(spec_file: Path, weights_file: Path, data_dir: Path) -> Prepared:

@@ -22,13 +22,17 @@ import yaml
 
 from core import tags as tag
 from core.context import Context
+from core.errors import SpecError
 from experiments import claims, tracking
 from experiments.environment import launched_rank, quiet_libraries
 from experiments.run.buffered_logger import BufferedMLFlowLogger
 from experiments.run.fit import fit_and_test
+from experiments.run.lineage import init_weights, resolve_refs, teacher_targets
 from experiments.run.prepare import Prepared, prepare
 from experiments.specs import RunSpec
 from lightning_modules.architectures import count_parameters
+from lightning_modules.quantize import check_variant
+from tasks.variants import evaluate_variants
 
 WORKDIR_ENV = "LITBENCH_RUN_WORKDIR"  # the checkpoint folder rank 0 shares with the other DDP ranks
 
@@ -111,13 +115,16 @@ def execute(
     train with the same spec but track nothing, so a DDP run is one tracked run.
     """
     quiet_libraries()
+    spec = resolve_refs(spec, ctx)  # a parent's or teacher's hash is part of this run's identity
     if launched_rank() > 0:
-        return _execute_other_rank(spec, ctx.data_dir, extra_callbacks, after_fit)
+        return _execute_other_rank(spec, ctx, experiment, extra_callbacks, after_fit)
     prepared = prepare(spec, ctx.data_dir)
+    strategy_tags, strategy_metrics = _apply_strategies(prepared, ctx, experiment)
     run_name = run_name or spec.default_run_name()
     client = ctx.client
     all_tags = {
         **run_tags(prepared, run_name),
+        **strategy_tags,
         **tracking.environment_tags(),
         **claims.worker_tags(attempt),
         **(tags or {}),
@@ -137,7 +144,8 @@ def execute(
         with claims.Heartbeat(client, run_id), tempfile.TemporaryDirectory(prefix="litbench-") as workdir:
             os.environ[WORKDIR_ENV] = workdir  # DDP ranks started during fit inherit it
             trainer, tested, clock = fit_and_test(prepared, logger, workdir, extra_callbacks, after_fit)
-            summary = clock.summary() | prepared.task.fit_metrics(prepared.datamodule)
+            summary = clock.summary() | prepared.task.fit_metrics(prepared.datamodule) | strategy_metrics
+            summary |= _test_variants(prepared, client, run_id)
             logger.log_metrics(summary, step=trainer.global_step)
             logger.wait()
             _log_artifacts(prepared, MlflowArtifacts(client, run_id, Path(workdir)))
@@ -161,15 +169,61 @@ def execute(
         os.environ.pop(WORKDIR_ENV, None)
 
 
+def _apply_strategies(prepared: Prepared, ctx: Context, experiment: str) -> tuple[dict, dict]:
+    """Start from the parent's weights and learn from the teacher, as the spec asks; the lineage tags
+    and the metrics (the teacher's logit time) the run records. Raises before the run exists."""
+    spec, found_tags, metrics = prepared.spec, {}, {}
+    for variant in spec.variants:  # a variant the model cannot take is refused before training
+        try:
+            check_variant(prepared.network, variant, model=spec.model.name)
+        except ValueError as err:
+            raise SpecError(f"variants: {err}") from None
+    if spec.model.init_from is not None:
+        found_tags |= init_weights(prepared, ctx, experiment)
+    if spec.distill is not None:
+        teacher = teacher_targets(prepared, ctx, experiment)
+        prepared.module.distill_from(teacher.soft_targets)
+        prepared.datamodule.index_train_batches = True
+        found_tags |= teacher.tags
+        metrics["perf/teacher_logits_s"] = teacher.seconds
+    return found_tags, metrics
+
+
+def _test_variants(prepared: Prepared, client, run_id: str) -> dict[str, float]:
+    """The best weights tested again as the spec's variants, on the CPU in this process: their task
+    metrics, sizes and latencies (``test_int8/acc``, ``test_int8/size_mb``, ...)."""
+    spec = prepared.spec
+    if not spec.variants:
+        return {}
+    scoring = prepared.task.scoring(prepared.datamodule)
+    prepared.network = prepared.network.cpu()
+    report = evaluate_variants(
+        prepared.network,
+        prepared.datamodule,
+        spec.variants,
+        (scoring.metric, *scoring.metrics),
+        prepared.datamodule.num_classes,
+        model=spec.model.name,
+    )
+    params = {f"variants.{name}_backend": backend for name, backend in report.backends.items()}
+    tracking.log_params(client, run_id, params | {"variants.threads": report.threads})
+    return report.metrics
+
+
 def _execute_other_rank(
     spec: RunSpec,
-    data_dir: Path,
+    ctx: Context,
+    experiment: str,
     extra_callbacks: Sequence[L.Callback] = (),
     after_fit: Callable[[], None] | None = None,
 ) -> RunResult:
     """A DDP rank other than 0: the same fit and test (and callbacks: they may talk across ranks),
-    no tracking; rank 0 owns the run."""
-    prepared = prepare(spec, data_dir)
+    no tracking; rank 0 owns the run. DDP hands every rank rank 0's initial weights, so an
+    ``init_from`` is loaded there only; a distilled run's soft targets are read here from the cache
+    rank 0 wrote before the fit started."""
+    prepared = prepare(spec, ctx.data_dir)
+    if spec.distill is not None:
+        _apply_strategies(prepared, ctx, experiment)
     workdir = os.environ.get(WORKDIR_ENV)
     if not workdir:
         raise RuntimeError(f"DDP rank {launched_rank()} started without {WORKDIR_ENV} from rank 0")

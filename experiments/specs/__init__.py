@@ -1,6 +1,7 @@
 """Specs: the typed, validated schema of every YAML file litbench reads, and the rules that fill one.
 
 - ``sections``: ``RunSpec`` and its sections; a run's hash is its identity.
+- ``strategies``: ``model.init_from``, ``distill`` and ``variants``, and references to other runs.
 - ``options``: a registry entry's options, typed from its builder's signature.
 - ``values``: reading YAML, ``--set`` overrides and the one rule for setting a dotted key.
 - ``errors``: the one formatter of spec errors, pointing at the file line that caused each.
@@ -29,15 +30,20 @@ from experiments.specs.sections import (
     TrainerSpec,
     validate_run_spec,
 )
+from experiments.specs.strategies import VARIANTS, DistillSpec, InitFromSpec, RunRef
 from experiments.specs.values import flatten, parse_override, read_yaml, set_value
 from tasks.translation import DecodingSpec
 
 __all__ = [
+    "VARIANTS",
     "DataSpec",
     "DecodingSpec",
+    "DistillSpec",
+    "InitFromSpec",
     "ModelSpec",
     "OptimizerSpec",
     "RegularizationSpec",
+    "RunRef",
     "RunSpec",
     "ScheduleSpec",
     "SpecError",

@@ -30,14 +30,12 @@ from pydantic import (
 from core.registry import UnknownNameError
 from experiments.specs.errors import problem, spec_error
 from experiments.specs.options import SHARED_FIELDS, options_model, retired_options
+from experiments.specs.strategies import DistillSpec, InitFromSpec, Variant
+from experiments.specs.strict import StrictModel
 from experiments.specs.values import flatten
 from lightning_modules.optim import OptimizerFactory, ScheduleFactory
 from lightning_modules.regularization import LossOptions
 from tasks.translation import DecodingSpec
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -118,7 +116,9 @@ class ModelSpec(RegistrySection):
     """Which architecture, with its options (widths, depths, ...); dropout is a regularizer."""
 
     section = "model"
+    shared = ("init_from",)
     name: str = "mlp"
+    init_from: InitFromSpec | None = None  # start from another run's weights (all, or its encoder)
 
 
 class OptimizerSpec(RegistrySection):
@@ -201,6 +201,8 @@ class RunSpec(StrictModel):
     trainer: TrainerSpec = TrainerSpec()
     tracking: TrackingSpec = TrackingSpec()
     decoding: DecodingSpec | None = None  # translation runs; None leaves classification hashes as they were
+    distill: DistillSpec | None = None  # learn from a teacher run's soft targets (classification)
+    variants: tuple[Variant, ...] = ()  # after the test, also test the best weights as int8, bf16, ...
 
     @field_validator("model")
     @classmethod
@@ -227,6 +229,22 @@ class RunSpec(StrictModel):
                 )
         return decoding
 
+    @field_validator("distill")
+    @classmethod
+    def _distill_for_classifiers(cls, distill: DistillSpec | None, info: ValidationInfo) -> Any:
+        if distill is not None:
+            _require_strategy("distill", info, "remove the distill section")
+        return distill
+
+    @field_validator("variants")
+    @classmethod
+    def _variants_for_classifiers(cls, variants: tuple[str, ...], info: ValidationInfo) -> Any:
+        if len(set(variants)) != len(variants):
+            raise ValueError(f"variants repeat ({', '.join(variants)}); name each once")
+        if variants:
+            _require_strategy("variants", info, "remove variants")
+        return variants
+
     @property
     def task(self):
         """The task kind that trains this run (``tasks.TaskKind``), chosen by its data."""
@@ -242,8 +260,15 @@ class RunSpec(StrictModel):
     def identity(self) -> dict[str, Any]:
         """Everything that changes what is trained: the spec minus its tracking options."""
         identity = self.model_dump(mode="json", exclude={"tracking"})
-        if identity["decoding"] is None:
-            del identity["decoding"]
+        # sections added since: unset, they leave the hashes of every earlier run as they were
+        for unset in ("decoding", "distill", "variants"):
+            if not identity[unset]:
+                del identity[unset]
+        if self.distill is not None:
+            identity["distill"] = self.distill.identity()
+        del identity["model"]["init_from"]
+        if self.model.init_from is not None:
+            identity["model"]["init_from"] = self.model.init_from.identity()
         if identity["trainer"]["max_minutes"] is None:  # unset: the hash of runs from before it existed
             del identity["trainer"]["max_minutes"]
         # options retired since (they never changed training), at the value every run had
@@ -257,11 +282,33 @@ class RunSpec(StrictModel):
 
     def flat_params(self) -> dict[str, Any]:
         """Every field as a dotted key, the form MLflow params and report columns take."""
-        unset = {"decoding"} if self.decoding is None else None  # as in identity(): no key for it
-        return flatten(self.model_dump(mode="json", exclude=unset))
+        dumped = self.model_dump(mode="json")
+        for section in ("decoding", "distill", "variants"):  # as in identity(): no key when unset
+            if not dumped[section]:
+                del dumped[section]
+        if dumped["model"]["init_from"] is None:
+            del dumped["model"]["init_from"]
+        if "variants" in dumped:
+            dumped["variants"] = ",".join(dumped["variants"])
+        return flatten(dumped)
 
     def default_run_name(self) -> str:
         return f"{self.model.name}-{self.optimizer.name}-lr{self.optimizer.lr:g}-s{self.seed}"
+
+
+def _require_strategy(section: str, info: ValidationInfo, fix: str) -> None:
+    """A SpecError-worthy ValueError when the data's task kind cannot take ``section``."""
+    data = info.data.get("data")
+    if data is None:
+        return
+    from tasks import task_for_data
+
+    task = task_for_data(data.name)
+    if section not in task.strategies:
+        takes = "classification runs (text and images)"
+        raise ValueError(
+            f"applies to {takes} only, and data {data.name!r} is for {task.name.replace('_', ' ')}; {fix}"
+        )
 
 
 def validate_run_spec(raw: Mapping[str, Any], where: str = "spec") -> RunSpec:

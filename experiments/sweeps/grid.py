@@ -14,7 +14,7 @@ zip:                        # each group is one axis whose keys vary together, i
 exclude:                    # drop the product's cells matching any entry (a list means any of)
   - {model.name: cnn, optimizer.name: sgd}
 include:                    # extra cells: partial specs over the base, run for every seed
-  - {model.name: cnn, optimizer: {name: adamw, lr: 0.003}}
+  - {model.name: cnn, optimizer: {name: adamw, lr: 0.003}, label: cnn-adamw}  # label: its name
 seeds: [0, 1]
 tune:                       # optional: tune each configuration first, then run its best over the seeds
   space: {optimizer.lr: {type: float, low: 1.0e-4, high: 0.3, log: true}}
@@ -89,6 +89,19 @@ class TuneSpec(StrictModel):
     seed: int = 0  # the training seed of every trial; the grid's seeds are for the re-runs
 
 
+class StageSpec(StrictModel):
+    """One stage of a grid: a grid of its own over the grid's base (its ``base`` merged in, its
+    ``trainer`` keys over the grid's), whose cells may start from cells of earlier stages."""
+
+    base: dict[str, Any] = Field(default_factory=dict)
+    trainer: TrainerSpec = TrainerSpec()
+    axes: dict[str, list[Any]] = Field(default_factory=dict)
+    zip: list[ZipGroup] = Field(default_factory=list)
+    exclude: list[Entry] = Field(default_factory=list)
+    include: list[Entry] = Field(default_factory=list)
+    seeds: list[int] | None = Field(None, min_length=1)  # default: the grid's
+
+
 class GridSpec(StrictModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     description: str = ""
@@ -100,7 +113,21 @@ class GridSpec(StrictModel):
     include: list[Entry] = Field(default_factory=list)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     tune: TuneSpec | None = None
+    stages: dict[str, StageSpec] = Field(default_factory=dict)  # see experiments/sweeps/stages.py
     _source: SpecSource | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _stages_own_the_cells(self) -> GridSpec:
+        if self.stages:
+            own = [k for k in ("axes", "zip", "exclude", "include") if getattr(self, k)]
+            if own:
+                raise ValueError(
+                    f"a grid with stages varies its cells inside each stage; move {', '.join(own)} "
+                    "into the stage(s) it belongs to"
+                )
+            if self.tune is not None:
+                raise ValueError("a grid with stages cannot be tuned (yet); drop tune or the stages")
+        return self
 
     @field_validator("axes")
     @classmethod
@@ -142,6 +169,8 @@ class GridCell:
     spec: RunSpec
     factors: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    stage: str | None = None  # the grid stage it belongs to
+    needs: tuple[str, ...] = ()  # spec hashes of the cells it starts from: they must FINISH first
 
 
 def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> GridSpec:
@@ -167,17 +196,26 @@ def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> GridSpec:
     return grid
 
 
+LABEL_KEY = "label"  # an include entry's own configuration name (else the labels of its values)
+
 # A setting: (dotted key, value, where the file gives it); a cell applies several over the base.
 Setting = tuple[str, Any, Loc]
 
 
-def expand(grid: GridSpec, where: str = "grid") -> list[GridCell]:
+def expand(grid: GridSpec, where: str = "grid", product: bool = True) -> list[GridCell]:
     """The Cartesian product of the axes and zip groups, times the seeds, less the excluded cells,
     plus the included ones; each cell validated as a RunSpec.
 
     ``where`` names the grid in messages when it was not read by ``load_grid`` (which knows its file).
+    ``product=False`` leaves out the product (a stage of ``include`` entries only).
     """
     source = grid._source or SpecSource(where)
+    if grid.stages:
+        from experiments.sweeps.stages import expand_stages
+
+        cells = expand_stages(grid, source, expand)
+        check_unique(cells, source.path)
+        return cells
     start = copy.deepcopy(grid.base)
     set_by: list[tuple[tuple[str, ...], Loc]] = [(_parts(k), ("base", *_parts(k))) for k in flatten(start)]
     overridden = [_parts(key) for key, _ in source.overrides]
@@ -197,7 +235,7 @@ def expand(grid: GridSpec, where: str = "grid") -> list[GridCell]:
     seeds = [(seed, ("seeds", i)) for i, seed in enumerate(grid.seeds)]
     product = [
         cell
-        for choice in itertools.product(*dims)
+        for choice in (itertools.product(*dims) if product else ())
         for cell in _cells(grid, start, set_by, [s for settings in choice for s in settings], seeds, source)
     ]
 
@@ -205,11 +243,15 @@ def expand(grid: GridSpec, where: str = "grid") -> list[GridCell]:
     included = []
     for i, entry in enumerate(grid.include):
         for key in entry:
-            if key.split(".")[0] not in RunSpec.model_fields:
+            if key != LABEL_KEY and key.split(".")[0] not in RunSpec.model_fields:
                 raise SpecError(_unknown_key(source, ("include", i, key), key, known))
-        settings = [(key, value, ("include", i, key)) for key, value in entry.items() if key != "seed"]
+        own_label = entry.get(LABEL_KEY)
+        if own_label is not None and not (isinstance(own_label, str) and own_label):
+            raise SpecError(f"{source.at(('include', i, LABEL_KEY))}: a label is a non-empty string")
+        own = {k: v for k, v in entry.items() if k not in ("seed", LABEL_KEY)}
+        settings = [(key, value, ("include", i, key)) for key, value in own.items()]
         own_seed = [(entry["seed"], ("include", i, "seed"))] if "seed" in entry else seeds
-        included += _cells(grid, start, set_by, settings, own_seed, source)
+        included += _cells(grid, start, set_by, settings, own_seed, source, own_label)
 
     known |= {key for cell in included for key in cell.spec.flat_params()}
     for i, entry in enumerate(grid.exclude):
@@ -230,12 +272,14 @@ def _cells(
     settings: list[Setting],
     seeds: list[tuple[Any, Loc]],
     source: SpecSource,
+    config: str | None = None,
 ) -> list[GridCell]:
-    """One cell per seed: the settings applied over the base, validated as a RunSpec."""
+    """One cell per seed: the settings applied over the base, validated as a RunSpec; ``config`` names
+    the configuration (default: the labels of its settings)."""
     raw = copy.deepcopy(start)
     for key, value, _ in settings:
         set_value(raw, key, value)
-    config = "-".join(label(key, value) for key, value, _ in settings) or grid.name
+    config = config or "-".join(label(key, value) for key, value, _ in settings) or grid.name
     # a scalar axis keeps its plain value (sorts as a number in a report), an entry axis its label
     factors = {
         key: label(key, value) if isinstance(value, Mapping) else _fmt(value) for key, value, _ in settings
@@ -346,6 +390,8 @@ _SHORT = {"lr": "lr", "dropout": "do", "l2": "l2", "l1": "l1", "label_smoothing"
 def label(key: str, value: Any) -> str:
     """A short readable label for one axis value: ``adam-lr0.001``, ``do0.5``, ``cnn``."""
     leaf = key.rsplit(".", 1)[-1]
+    if value is None:  # a section left unset (no distillation, say)
+        return f"no_{leaf}"
     if isinstance(value, Mapping):
         parts = [str(value["name"])] if "name" in value else []
         parts += [

@@ -8,6 +8,7 @@ Each cell's start and end reach the listener the moment they happen (``experimen
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -18,7 +19,15 @@ from pathlib import Path
 from core import tags as tag
 from core.context import Context
 from experiments import claims, tracking
-from experiments.events import CellEnded, CellOutcome, CellStarted, Listener, WaitingForOthers, ignore
+from experiments.events import (
+    CellBlocked,
+    CellEnded,
+    CellOutcome,
+    CellStarted,
+    Listener,
+    WaitingForOthers,
+    ignore,
+)
 from experiments.processes import Job, start_command, start_forked
 from experiments.sweeps.devices import Allocation, DevicePool
 from experiments.sweeps.grid import GridCell
@@ -53,6 +62,18 @@ def plan(cells: Sequence[GridCell], experiment: str, ctx: Context) -> dict[str, 
     return claims.settled_cell_states(ctx.client, experiment_id, (c.spec.spec_hash for c in cells))
 
 
+def resolve_cells(cells: Sequence[GridCell], ctx: Context) -> list[GridCell]:
+    """The cells with the runs and checkpoints their ``init_from`` or teacher names resolved to those
+    parents' hashes (a bad reference is a SpecError before anything runs)."""
+    from experiments.run.lineage import resolve_refs
+
+    resolved = []
+    for cell in cells:
+        spec = resolve_refs(cell.spec, ctx)
+        resolved.append(cell if spec is cell.spec else dataclasses.replace(cell, spec=spec))
+    return resolved
+
+
 def wants_run(state: claims.CellState, policy: Policy, forced_once: set[str], spec_hash: str) -> bool:
     if state.status == "missing":
         return True
@@ -77,6 +98,7 @@ def run_grid(
     pool: DevicePool | None = None
     outcomes: dict[str, CellOutcome] = {}
     attempted: set[str] = set()  # cells this process ran to an end: never twice in one invocation
+    by_hash = {c.spec.spec_hash: c for c in cells}
     with tempfile.TemporaryDirectory(prefix="litbench-grid-") as scratch:
         while True:
             states = plan(cells, experiment, ctx)
@@ -86,24 +108,70 @@ def run_grid(
                 if c.spec.spec_hash not in attempted
                 and wants_run(states[c.spec.spec_hash], policy, attempted, c.spec.spec_hash)
             ]
+            will_run = {c.spec.spec_hash for c in todo}
+            for c in [c for c in todo if _failed_need(c, states, will_run)]:
+                todo.remove(c)
+                parent = by_hash[_failed_need(c, states, will_run)]
+                outcome = _block(c, parent, states[parent.spec.spec_hash].failure, experiment, ctx)
+                attempted.add(c.spec.spec_hash)
+                outcomes[c.spec.spec_hash] = outcome
+                on_event(CellBlocked(outcome))
             elsewhere = [c for c in cells if states[c.spec.spec_hash].status == "running"]
             if pool is None:
                 gpus = preflight.wait() if preflight is not None else []
                 gpus = gpus if policy.gpus is None else list(policy.gpus)
                 pool = DevicePool(workers=policy.workers, gpus=gpus, runs_per_gpu=policy.runs_per_gpu)
+            ended = []
             if todo:
-                for outcome in _run_cells(todo, pool, experiment, ctx, policy, Path(scratch), on_event):
+                done = {h for h, state in states.items() if state.status == "done"}
+                ended = _run_cells(todo, pool, experiment, ctx, policy, Path(scratch), on_event, done)
+                for outcome in ended:
                     if outcome.status == "SKIPPED":  # another process claimed it first: look again
                         continue
                     attempted.add(outcome.cell.spec.spec_hash)
                     outcomes[outcome.cell.spec.spec_hash] = outcome
+            if ended:
                 continue
-            if elsewhere and policy.wait_for_others:
+            if elsewhere and policy.wait_for_others:  # what is left waits for (or on) other processes
                 on_event(WaitingForOthers(tuple(elsewhere)))
                 time.sleep(WAIT_ELSEWHERE_S)
                 continue
             break
     return _final(cells, states, outcomes)
+
+
+def _failed_need(cell: GridCell, states: dict[str, claims.CellState], will_run: set[str]) -> str | None:
+    """The hash of a cell this one needs whose last run FAILED and that is not run again now."""
+    return next((h for h in cell.needs if states[h].status == "failed" and h not in will_run), None)
+
+
+def _block(
+    cell: GridCell, parent: GridCell, failure: str | None, experiment: str, ctx: Context
+) -> CellOutcome:
+    """A cell left unrun because a cell it needs FAILED: recorded as a KILLED run that says why (so
+    ``litbench ls`` and the UI show it), once per reason; a later command runs it when the parent is
+    retried and finishes."""
+    reason = f"not run: it needs {parent.run_name}, whose last run FAILED ({failure or 'no reason recorded'})"
+    client = ctx.client
+    experiment_id = ctx.experiment_id(experiment)
+    runs = tracking.runs_with_hashes(client, experiment_id, [cell.spec.spec_hash])[cell.spec.spec_hash]
+    runs = sorted(runs, key=lambda r: r.info.start_time or 0)
+    if runs and runs[-1].data.tags.get(tag.BLOCKED) == reason:
+        return CellOutcome(cell, "BLOCKED", runs[-1].info.run_id, reason)
+    run = client.create_run(
+        experiment_id,
+        run_name=cell.run_name,
+        tags={
+            tag.SPEC_HASH: cell.spec.spec_hash,
+            tag.CONFIG: cell.config,
+            tag.GRID: experiment,
+            tag.BLOCKED: reason,
+            tag.FAILURE: reason,
+            **cell.tags,
+        },
+    )
+    client.set_terminated(run.info.run_id, "KILLED")
+    return CellOutcome(cell, "BLOCKED", run.info.run_id, reason)
 
 
 def _final(
@@ -112,7 +180,7 @@ def _final(
     final = {}
     for cell in cells:
         state, ours = states[cell.spec.spec_hash], outcomes.get(cell.spec.spec_hash)
-        if ours is not None and ours.status in ("FINISHED", "FAILED"):
+        if ours is not None and ours.status in ("FINISHED", "FAILED", "BLOCKED"):
             final[cell.spec.spec_hash] = ours
         elif state.status == "done":
             final[cell.spec.spec_hash] = CellOutcome(cell, "SKIPPED", state.finished_run_id)
@@ -140,14 +208,29 @@ def _run_cells(
     policy: Policy,
     scratch: Path,
     on_event: Listener,
+    finished: set[str] | None = None,
 ) -> list[CellOutcome]:
-    """Run ``cells`` with as many workers as the pool allows; each end is reported as it happens."""
+    """Run ``cells`` with as many workers as the pool allows; each end is reported as it happens.
+
+    A cell starts once every cell it ``needs`` is in ``finished`` (hashes with a FINISHED run, grown
+    as runs here finish). A cell whose need FAILED here is reported BLOCKED and not run; cells whose
+    needs run elsewhere are left for the caller once nothing here is running."""
     queue = list(cells)
     running: list[_Running] = []
     done: list[CellOutcome] = []
+    finished = set(finished or ())
+    failed: dict[str, tuple[GridCell, str | None]] = {}  # cells that failed here, and why
     try:
         while queue or running:
             for cell in list(queue):  # start every queued cell that fits; a big DDP run waits its turn
+                if not all(need in finished for need in cell.needs):
+                    parent = next((failed[n] for n in cell.needs if n in failed), None)
+                    if parent is not None:
+                        queue.remove(cell)
+                        outcome = _block(cell, parent[0], parent[1], experiment, ctx)
+                        done.append(outcome)
+                        on_event(CellBlocked(outcome))
+                    continue
                 devices, on_gpu = _devices_needed(cell)
                 allocation = pool.acquire(devices, gpu=on_gpu)
                 if allocation is None:
@@ -156,11 +239,17 @@ def _run_cells(
                 entry = _start(cell, allocation, experiment, ctx, policy, scratch)
                 running.append(entry)
                 on_event(CellStarted(cell, entry.job.pid))
+            if not running:  # the rest wait for cells that run elsewhere (or were not run at all)
+                break
             time.sleep(POLL_S)
             for entry in [r for r in running if r.job.returncode() is not None]:
                 running.remove(entry)
                 pool.release(entry.allocation)
                 outcome = _collect(entry, experiment, ctx)
+                if outcome.status == "FINISHED":
+                    finished.add(entry.cell.spec.spec_hash)
+                elif outcome.status == "FAILED":
+                    failed[entry.cell.spec.spec_hash] = entry.cell, outcome.failure
                 done.append(outcome)
                 on_event(CellEnded(outcome))
     except BaseException:

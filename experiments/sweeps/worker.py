@@ -50,7 +50,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any] | None:
     """
     from experiments import claims
     from experiments.environment import launched_rank
-    from experiments.run.runner import RunFailedError, execute
+    from experiments.run.runner import RunFailedError, execute, one_line
     from experiments.specs import RunSpec, validate_run_spec
 
     spec = task["spec"]
@@ -88,9 +88,29 @@ def run_task(task: dict[str, Any]) -> dict[str, Any] | None:
         )
     except RunFailedError as err:
         return {"status": "FAILED", "run_id": err.result.run_id, "failure": err.result.failure}
-    except Exception as err:  # before the run was created (the data, the model): no run to mark
-        return {"status": "FAILED", "run_id": None, "failure": f"{type(err).__name__}: {err}"}
+    except Exception as err:  # before the run was created (the data, the model, a parent's weights)
+        failure = one_line(err)
+        run_id = _record_failure(client, experiment_id, spec.spec_hash, task, attempt, failure)
+        return {"status": "FAILED", "run_id": run_id, "failure": failure}
     return {"status": "FINISHED", "run_id": result.run_id, "metrics": result.metrics}
+
+
+def _record_failure(
+    client: Any, experiment_id: str, spec_hash: str, task: dict[str, Any], attempt: int, failure: str
+) -> str:
+    """A FAILED run for a cell that failed before its run existed: the store, ``litbench ls`` and the
+    UI then say why, and the claimed attempt has its run (a later command claims the next one)."""
+    tags = {
+        tag.SPEC_HASH: spec_hash,
+        tag.CONFIG: task["config"],
+        tag.GRID: task["experiment"],
+        tag.ATTEMPT: str(attempt),
+        tag.FAILURE: failure,
+        **task.get("tags", {}),
+    }
+    run = client.create_run(experiment_id, run_name=task["run_name"], tags=tags)
+    client.set_terminated(run.info.run_id, "FAILED")
+    return run.info.run_id
 
 
 if __name__ == "__main__":
