@@ -1,7 +1,8 @@
 """Text classification (GLUE and your own corpora): token batches from a text datamodule, a text model
 from ``MODELS`` (one that takes the tokenizer's ``vocab_size``), ``ClassificationModule`` (a regression
-head for one output); the artifact is an attention figure for attention models, and the unlabelled
-split can be predicted into submission files."""
+head for one output); the artifacts are an attention figure for attention models and, for every
+model, Integrated Gradients token attributions (``attributions.html``); the unlabelled split can be
+predicted into submission files."""
 
 from __future__ import annotations
 
