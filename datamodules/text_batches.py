@@ -160,10 +160,10 @@ class BatchesDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, indices: list[int]) -> tuple[Any, ...]:
-        inputs, labels = self.dataset.batch(indices)
+        batch = self.dataset.batch(indices)  # a seq2seq dataset's batch has a shape of its own
         if self.with_index:
-            return inputs, labels, torch.as_tensor(indices, dtype=torch.long)
-        return inputs, labels
+            return (*batch, torch.as_tensor(indices, dtype=torch.long))
+        return batch
 
 
 def as_is(batch: Any) -> Any:  # a module-level function, so worker processes can unpickle it
