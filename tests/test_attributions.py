@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from datamodules.text_batches import collate
 from lightning_modules.architectures import MODELS, create_model
 from lightning_modules.attributions import (
     attributions_html,
@@ -45,29 +47,11 @@ def text_model(name: str, pair: bool = False, num_classes: int = 3) -> nn.Module
     )
 
 
-def padded(rows: list[list[int]]) -> tuple[Tensor, Tensor]:
-    width = max(map(len, rows)) + 1  # one column of padding beyond the longest row
-    return torch.tensor([r + [PAD] * (width - len(r)) for r in rows]), torch.tensor(list(map(len, rows)))
-
-
 def text_batch(pair: bool) -> dict[str, Tensor]:
-    if not pair:
-        tokens, lengths = padded(SENTS_A)
-        return {"tokens": tokens, "lengths": lengths, "segments": torch.zeros_like(tokens)}
-    joint = [[*a, SEP, *b] for a, b in zip(SENTS_A, SENTS_B, strict=True)]
-    tokens, lengths = padded(joint)
-    segments, _ = padded([[0] * (len(a) + 1) + [1] * len(b) for a, b in zip(SENTS_A, SENTS_B, strict=True)])
-    tokens_a, lengths_a = padded(SENTS_A)
-    tokens_b, lengths_b = padded(SENTS_B)
-    return {
-        "tokens": tokens,
-        "lengths": lengths,
-        "segments": segments,
-        "tokens_a": tokens_a,
-        "lengths_a": lengths_a,
-        "tokens_b": tokens_b,
-        "lengths_b": lengths_b,
-    }
+    """The datamodules' own collation, plus one column of padding beyond each longest row."""
+    examples = list(zip(SENTS_A, SENTS_B, strict=True)) if pair else SENTS_A
+    batch = collate(examples, pair)
+    return {k: F.pad(v, (0, 1), value=PAD) if v.ndim == 2 else v for k, v in batch.items()}
 
 
 def chosen(outputs: Tensor, target: Tensor) -> Tensor:
