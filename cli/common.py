@@ -20,6 +20,29 @@ def add_store(command: argparse.ArgumentParser, data: bool = True) -> None:
     command.add_argument("--tracking-uri", help=TRACKING_HELP)
 
 
+def add_executor(command: argparse.ArgumentParser, what: str) -> None:
+    """``--executor``, ``--ray-address`` and ``--cpus-per-run``: where a command's runs execute."""
+    command.add_argument(
+        "--executor",
+        choices=("process", "ray"),
+        default="process",
+        help=f"where {what} run: process (worker processes on this machine, the default) or ray (tasks "
+        "on a Ray cluster; pip install 'litbench[ray]')",
+    )
+    command.add_argument(
+        "--ray-address",
+        metavar="HOST:PORT",
+        help="the Ray head node that `ray start --head` printed, or auto (default: $RAY_ADDRESS, else a "
+        "local Ray cluster of this machine's cores); with --executor ray",
+    )
+    command.add_argument(
+        "--cpus-per-run",
+        type=positive_int,
+        default=1,
+        help=f"CPUs (torch threads) each of {what}' processes asks of Ray (default: 1); with --executor ray",
+    )
+
+
 def add_overrides(command: argparse.ArgumentParser, set_help: str) -> None:
     command.add_argument(
         "--set",

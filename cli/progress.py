@@ -8,6 +8,7 @@ live line is off and only the per-run lines appear.
 
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import contextmanager
 
 from cli.common import params_text
@@ -42,10 +43,14 @@ class GridProgress:
         self.task = progress.add_task("", total=total)
         self.counts = {"running": 0, "FINISHED": 0, "FAILED": 0}
         self.elsewhere = 0
+        self.nodes: dict[str, str] = {}  # running cells' Ray nodes, by spec hash
 
     def describe(self) -> str:
         c = self.counts
         text = f"done {c['FINISHED']}  running {c['running']}  failed {c['FAILED']}"
+        if self.nodes:
+            per_node = Counter(self.nodes.values())
+            text += " (" + ", ".join(f"{node}: {n}" for node, n in sorted(per_node.items())) + ")"
         if c.get("BLOCKED"):
             text += f"  blocked {c['BLOCKED']}"
         return f"{text}  (waiting for {self.elsewhere} running elsewhere)" if self.elsewhere else text
@@ -53,9 +58,15 @@ class GridProgress:
     def __call__(self, event: Event) -> None:
         console = self.progress.console
         if isinstance(event, CellStarted):
-            self.counts["running"] += 1
+            if event.node is not None:  # the Ray executor says where; a retry is the same cell again
+                verb = "[yellow]retried [/]" if event.retry else "[dim]started [/]"
+                console.print(f"{verb} {event.cell.run_name}  on {event.node}")
+                self.nodes[event.cell.spec.spec_hash] = event.node
+            if not event.retry:
+                self.counts["running"] += 1
         elif isinstance(event, CellEnded):
             outcome = event.outcome
+            self.nodes.pop(outcome.cell.spec.spec_hash, None)
             self.counts["running"] -= 1
             if outcome.status == "SKIPPED":  # another command claimed it first; looked at again later
                 console.print(f"[dim]claimed elsewhere[/] {outcome.cell.run_name}")
@@ -63,9 +74,9 @@ class GridProgress:
                 self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
                 style = STYLES.get(outcome.status, "red")
                 reason = f"  {outcome.failure}" if outcome.failure else ""
-                console.print(
-                    f"[{style}]{outcome.status:8}[/] {outcome.cell.run_name}  {outcome.wall_s:.0f} s{reason}"
-                )
+                node = f"  on {outcome.node}" if outcome.node else ""
+                name, wall = outcome.cell.run_name, f"{outcome.wall_s:.0f} s"
+                console.print(f"[{style}]{outcome.status:8}[/] {name}  {wall}{node}{reason}")
                 self.progress.update(self.task, advance=1)
         elif isinstance(event, CellBlocked):
             self.counts["BLOCKED"] = self.counts.get("BLOCKED", 0) + 1

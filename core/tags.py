@@ -31,6 +31,8 @@ HOST = "litbench.host"
 PID = "litbench.pid"
 HEARTBEAT = "litbench.heartbeat"  # unix seconds of the worker's last sign of life
 ATTEMPT = "litbench.attempt"
+RAY_NODE = "litbench.ray.node_id"  # the Ray node that ran it (the Ray executor only)
+NODE = "litbench.node"  # that node's short name: host/node-id head
 
 # ---- Optuna studies (experiments.tuning)
 STUDY = "litbench.study"
@@ -49,6 +51,7 @@ BEST_RUN_ID = "litbench.best.run_id"
 
 # Optuna trial and study user attributes
 ATTR_HOST, ATTR_PID = "litbench.host", "litbench.pid"  # the worker that runs a trial
+ATTR_RAY_NODE = "litbench.ray.node_id"  # its Ray node, under the Ray executor
 ATTR_SPEC = "litbench.spec"  # the trial's complete RunSpec
 ATTR_RUN_ID = "litbench.run_id"
 ATTR_FAILURE = "litbench.failure"

@@ -51,10 +51,26 @@ def worker_gone(run: Run, now: float | None = None) -> bool:
     """Whether the worker that owns ``run`` has stopped: its process is dead on this host, or its
     heartbeat is older than ``ORPHAN_AFTER_S``. Says nothing about the run's status."""
     tags = run.data.tags
+    if tags.get(tag.RAY_NODE):  # a Ray cell: a dead node is a dead worker, wherever it was
+        from experiments.ray_cluster import node_alive
+
+        if node_alive(tags[tag.RAY_NODE]) is False:
+            return True
     if tags.get(tag.HOST) == socket.gethostname() and tags.get(tag.PID, "").isdigit():
         return not process_alive(int(tags[tag.PID]))
     last_sign = float(tags.get(tag.HEARTBEAT) or run.info.start_time / 1000)
     return (now or time.time()) - last_sign > ORPHAN_AFTER_S
+
+
+def orphan_reason(run: Run) -> str:
+    node = run.data.tags.get(tag.NODE)
+    if node:
+        from experiments.ray_cluster import node_alive
+
+        if node_alive(run.data.tags.get(tag.RAY_NODE, "")) is False:
+            return f"orphaned: its Ray node {node} died (lost mid-run)"
+        return f"orphaned: its worker process on Ray node {node} is gone"
+    return "orphaned: its worker process is gone"
 
 
 def is_orphaned(run: Run, now: float | None = None) -> bool:
@@ -77,7 +93,7 @@ def settle(client: MlflowClient, run: Run, tags: dict[str, str] | None = None) -
     run = client.get_run(run.info.run_id)
     if run.info.status != "RUNNING":
         return run
-    reason = {tag.FAILURE: "orphaned: its worker process is gone"}
+    reason = {tag.FAILURE: orphan_reason(run)}
     client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in (reason | (tags or {})).items()])
     client.set_terminated(run.info.run_id, "KILLED")
     return client.get_run(run.info.run_id)

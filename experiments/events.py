@@ -26,12 +26,15 @@ class CellOutcome:
     run_id: str | None
     failure: str | None = None
     wall_s: float = 0.0
+    node: str | None = None  # the Ray node it ran on (the Ray executor only)
 
 
 @dataclass(frozen=True)
 class CellStarted:
     cell: GridCell
     pid: int | None  # the worker's process
+    node: str | None = None  # the Ray node it runs on (the Ray executor only)
+    retry: bool = False  # Ray started the cell's task again after its worker or node died
 
 
 @dataclass(frozen=True)

@@ -102,16 +102,22 @@ def bootstrap(
     if env:
         os.environ.update(env)  # before anything touches CUDA, so CUDA_VISIBLE_DEVICES takes effect
     threads = os.environ.get(THREADS_ENV)
+    # the parent stops children with SIGTERM; as KeyboardInterrupt their run is recorded as KILLED
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    prepare_process(int(threads) if threads else None, plugins)
+
+
+def prepare_process(threads: int | None, plugins: Sequence[str] | None) -> None:
+    """What a process does before each cell it runs (a forked child once, a Ray worker per task): its
+    torch threads, quiet libraries and the plugin modules (None: those $LITBENCH_PLUGINS names)."""
     if threads:
         import torch
 
-        torch.set_num_threads(int(threads))
-    # the parent stops children with SIGTERM; as KeyboardInterrupt their run is recorded as KILLED
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+        torch.set_num_threads(threads)
     from experiments.environment import quiet_libraries
 
     quiet_libraries()
-    load_plugins(None if plugins is None else list(plugins))  # None: those $LITBENCH_PLUGINS names
+    load_plugins(None if plugins is None else list(plugins))
 
 
 def _forked(target: Callable[..., Any], args: tuple, env: dict[str, str], log_path: str, plugins: list[str]):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +69,30 @@ def tiny_spec() -> Callable[..., Any]:
     from experiments.specs import validate_run_spec
 
     return lambda **sections: validate_run_spec(tiny_raw_spec(**sections))
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for a tracking server (skips where no PostgreSQL answers)."""
+    from tests.servers import fresh_database
+
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def optuna_database() -> Iterator[str]:
+    """A study's RDB storage: a database of its own (Optuna and MLflow both keep alembic_version)."""
+    from tests.servers import fresh_database
+
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def mlflow_server(postgres_database: str, tmp_path: Path) -> Iterator[str]:
+    """`mlflow server` on 127.0.0.1 backed by a fresh PostgreSQL database; its URL."""
+    from tests.servers import mlflow_server_on
+
+    with mlflow_server_on(postgres_database, tmp_path) as url:
+        yield url

@@ -3,111 +3,14 @@ them; a study's Optuna storage on PostgreSQL too."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from tests.servers import fresh_database
 
 REPO = Path(__file__).resolve().parents[1]
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
-
-
-def _postgres_or_skip():
-    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is not installed (pip install -e '.[dev]')")
-    try:
-        connection = psycopg2.connect(connect_timeout=3, **PG)
-    except psycopg2.OperationalError as err:
-        pytest.skip(f"no PostgreSQL answers on {PG['host']}:{PG['port']} ({err})")
-    connection.autocommit = True
-    return connection
-
-
-@contextlib.contextmanager
-def _fresh_database() -> Iterator[str]:
-    """A fresh database, dropped afterwards."""
-    connection = _postgres_or_skip()
-    name = f"litbench_{uuid.uuid4().hex[:12]}"
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{name}"
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        connection.close()
-
-
-@pytest.fixture
-def postgres_database() -> Iterator[str]:
-    """The tracking server's database."""
-    with _fresh_database() as url:
-        yield url
-
-
-@pytest.fixture
-def optuna_database() -> Iterator[str]:
-    """A study's RDB storage: a database of its own (Optuna and MLflow both keep alembic_version)."""
-    with _fresh_database() as url:
-        yield url
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(postgres_database: str, tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", postgres_database,
-        "--artifacts-destination", str(tmp_path / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    log = (tmp_path / "server.log").open("wb")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        _stop(server)
-        log.close()
-
-
-def _stop(server: subprocess.Popen) -> None:
-    """The server and every process it started (its workers share its process group)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(server.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            server.wait(timeout=30)
-            break
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def run_two_commands_at_once(args: list[str], cwd: Path, tracking_uri: str) -> None:
@@ -190,7 +93,7 @@ def test_two_processes_open_one_fresh_postgres_study_storage_at_once() -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for _ in range(3):  # without the retry, one of the two failed in 6 of 6 rounds here
-        with _fresh_database() as url:
+        with fresh_database() as url:
             processes = [
                 subprocess.Popen(
                     [sys.executable, "-c", code, url],

@@ -7,6 +7,7 @@ import argparse
 from cli.common import (
     EXIT_OK,
     EXIT_RUN_FAILED,
+    add_executor,
     add_overrides,
     add_store,
     cell,
@@ -27,7 +28,8 @@ DESCRIPTION = (
     "failed, ETA); the command ends with a table of every cell and a summary. A grid with a `tune:` "
     "block first tunes each configuration (a cell less its seed) in an Optuna study of its own "
     "(<grid>-<config>, resumed when it exists), then runs each configuration's best trial with every "
-    "seed; exit status 1, before any grid run, when a study stopped short."
+    "seed; exit status 1, before any grid run, when a study stopped short. With --executor ray each cell "
+    'is a task on a Ray cluster (see the README\'s "On a cluster").'
 )
 
 
@@ -47,7 +49,8 @@ def add_parser(commands) -> None:
         "--workers",
         type=positive_int,
         default=1,
-        help="runs (and a tuned grid's trials) at once on CPU; each gets cores/N threads (default: 1)",
+        help="runs (and a tuned grid's trials) at once on CPU; each gets cores/N threads (default: 1); "
+        "with --executor ray the cluster's free CPUs decide instead",
     )
     grid.add_argument(
         "--runs-per-gpu",
@@ -55,13 +58,14 @@ def add_parser(commands) -> None:
         default=1,
         help="runs packed on each GPU where GPUs exist (default: 1)",
     )
+    add_executor(grid, "cells")
     grid.add_argument("--retry-failed", action="store_true", help="run cells whose last run FAILED again")
     grid.add_argument("--force", action="store_true", help="run every cell again, FINISHED ones included")
     grid.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    if not args.dry_run:
+    if not args.dry_run and args.executor == "process":
         from experiments.processes import start_fork_server
 
         start_fork_server()  # its imports (seconds) overlap with ours
@@ -89,6 +93,7 @@ def handle(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             where=args.grid,
             on_event=lambda event: print_study_event(out, event),
+            ray=_ray_options(args),
         )
         if args.dry_run:
             _print_studies(out, tuned)
@@ -100,12 +105,24 @@ def handle(args: argparse.Namespace) -> int:
         if cells or grid.tune is None:  # a tuned grid's cells may all wait for their studies
             _print_plan(out, cells, plan(cells, grid.name, ctx))
         return EXIT_OK
-    # checks the data sets and finds the GPUs in a forked process while this one reads the store
-    preflight = Preflight(cells, ctx.data_dir)
     policy = Policy(
-        workers=args.workers, runs_per_gpu=args.runs_per_gpu, retry_failed=args.retry_failed, force=args.force
+        workers=args.workers,
+        runs_per_gpu=args.runs_per_gpu,
+        retry_failed=args.retry_failed,
+        force=args.force,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        cpus_per_run=args.cpus_per_run,
     )
-    out.print(f"[bold]litbench grid[/] {grid.name}: {len(cells)} runs, store {ctx.tracking_uri}")
+    where = ""
+    if args.executor == "ray":  # connects, checks the cluster fits the cells, checks data on every node
+        from experiments.sweeps.ray_pool import RayPreflight
+
+        preflight = RayPreflight(cells, ctx, policy)
+        where = f", Ray cluster of {len(preflight.nodes)} nodes ({preflight.describe()})"
+    else:  # checks the data sets and finds the GPUs in a forked process while this one reads the store
+        preflight = Preflight(cells, ctx.data_dir)
+    out.print(f"[bold]litbench grid[/] {grid.name}: {len(cells)} runs, store {ctx.tracking_uri}{where}")
     final = _run_with_progress(out, cells, grid.name, ctx, policy, preflight)
     _print_outcomes(out, cells, final)
     _print_summary(
@@ -118,6 +135,14 @@ def handle(args: argparse.Namespace) -> int:
         error(f"{len(unfinished)} of {len(cells)} runs did not finish ({failed} failed){hint}")
         return EXIT_RUN_FAILED
     return EXIT_OK
+
+
+def _ray_options(args: argparse.Namespace):
+    if args.executor != "ray":
+        return None
+    from experiments.tuning.tune import RayOptions
+
+    return RayOptions(args.ray_address, args.cpus_per_run, args.runs_per_gpu)
 
 
 def _run_with_progress(out, cells, experiment: str, ctx, policy, preflight):

@@ -7,6 +7,7 @@ import argparse
 from cli.common import (
     EXIT_OK,
     EXIT_RUN_FAILED,
+    add_executor,
     add_store,
     console,
     context_of,
@@ -48,6 +49,13 @@ def add_parser(commands) -> None:
         ".log/.journal for workers on a shared filesystem (default: optuna.db beside the MLflow store)",
     )
     add_store(tune)
+    add_executor(tune, "trials")
+    tune.add_argument(
+        "--runs-per-gpu",
+        type=positive_int,
+        default=1,
+        help="trials packed on each GPU (a 1/K share of one per trial) with --executor ray (default: 1)",
+    )
     tune.add_argument(
         "--export-best",
         metavar="FILE",
@@ -58,7 +66,7 @@ def add_parser(commands) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    if args.workers > 1:
+    if args.workers > 1 and args.executor == "process":
         from experiments.processes import start_fork_server
 
         start_fork_server()  # its imports (seconds) overlap with ours
@@ -76,11 +84,17 @@ def handle(args: argparse.Namespace) -> int:
     ctx = context_of(args)
     trials = args.trials or spec.trials
     workers = f"{args.workers} worker{'s' if args.workers > 1 else ''}"
+    ray = None
+    if args.executor == "ray":
+        from experiments.tuning.tune import RayOptions
+
+        ray = RayOptions(args.ray_address, args.cpus_per_run, args.runs_per_gpu)
+        workers = f"Ray tasks of {args.cpus_per_run} CPU{'s' if args.cpus_per_run > 1 else ''}"
     out.print(f"[bold]litbench tune[/] {spec.name}: {trials} trials, {workers}, store {ctx.tracking_uri}")
     with live(out, eta=False) as progress:
         listener = TrialProgress(progress, trials, resolve_objective(spec).direction)
         outcome = run_study(
-            spec, ctx, trials=trials, workers=args.workers, storage=args.storage, on_event=listener
+            spec, ctx, trials=trials, workers=args.workers, storage=args.storage, on_event=listener, ray=ray
         )
     _print_trials(out, outcome)
     if args.export_best and outcome.best is not None:

@@ -9,12 +9,12 @@ Each cell's start and end reach the listener the moment they happen (``experimen
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from core import tags as tag
 from core.context import Context
@@ -23,15 +23,16 @@ from experiments.events import (
     CellBlocked,
     CellEnded,
     CellOutcome,
-    CellStarted,
     Listener,
     WaitingForOthers,
     ignore,
 )
-from experiments.processes import Job, start_command, start_forked
-from experiments.sweeps.devices import Allocation, DevicePool
+from experiments.sweeps.devices import DevicePool
 from experiments.sweeps.grid import GridCell
-from experiments.sweeps.preflight import Preflight
+from experiments.sweeps.local_pool import LocalPool
+
+if TYPE_CHECKING:
+    from experiments.sweeps.preflight import Preflight
 
 POLL_S = 0.2  # how often running workers are checked
 WAIT_ELSEWHERE_S = 5.0  # how often cells running in another process are looked at again
@@ -45,15 +46,18 @@ class Policy:
     force: bool = False  # run every cell again, FINISHED ones included
     gpus: Sequence[int] | None = None  # None: every GPU this process may see (found by the preflight)
     wait_for_others: bool = True  # wait for cells another process is running, to report them
+    executor: str = "process"  # process (this machine's worker processes) or ray
+    ray_address: str | None = None  # the Ray head's host:port; None: $RAY_ADDRESS, else a local cluster
+    cpus_per_run: int = 1  # the CPUs (torch threads) a Ray task declares for each of a cell's processes
 
 
-@dataclass
-class _Running:
-    cell: GridCell
-    job: Job
-    allocation: Allocation
-    outcome_path: Path
-    started: float = field(default_factory=time.monotonic)
+class Executor(Protocol):
+    """Where cells run: ``LocalPool`` (this machine's processes) or ``RayPool`` (a Ray cluster)."""
+
+    def start(self, cell: GridCell) -> bool: ...  # False: no room now, ask again after the next wait
+    def busy(self) -> bool: ...
+    def wait(self, timeout: float) -> list[CellOutcome]: ...  # the cells that ended meanwhile
+    def stop(self) -> None: ...  # end every running cell (its run KILLED)
 
 
 def plan(cells: Sequence[GridCell], experiment: str, ctx: Context) -> dict[str, claims.CellState]:
@@ -95,7 +99,7 @@ def run_grid(
 
     ``preflight`` is waited for after the first look at the store and before the first worker starts.
     """
-    pool: DevicePool | None = None
+    executor: Executor | None = None
     outcomes: dict[str, CellOutcome] = {}
     attempted: set[str] = set()  # cells this process ran to an end: never twice in one invocation
     by_hash = {c.spec.spec_hash: c for c in cells}
@@ -117,14 +121,13 @@ def run_grid(
                 outcomes[c.spec.spec_hash] = outcome
                 on_event(CellBlocked(outcome))
             elsewhere = [c for c in cells if states[c.spec.spec_hash].status == "running"]
-            if pool is None:
+            if executor is None:
                 gpus = preflight.wait() if preflight is not None else []
-                gpus = gpus if policy.gpus is None else list(policy.gpus)
-                pool = DevicePool(workers=policy.workers, gpus=gpus, runs_per_gpu=policy.runs_per_gpu)
+                executor = _executor(policy, gpus, experiment, ctx, Path(scratch), on_event)
             ended = []
             if todo:
                 done = {h for h, state in states.items() if state.status == "done"}
-                ended = _run_cells(todo, pool, experiment, ctx, policy, Path(scratch), on_event, done)
+                ended = _run_cells(todo, executor, experiment, ctx, on_event, done)
                 for outcome in ended:
                     if outcome.status == "SKIPPED":  # another process claimed it first: look again
                         continue
@@ -138,6 +141,18 @@ def run_grid(
                 continue
             break
     return _final(cells, states, outcomes)
+
+
+def _executor(
+    policy: Policy, gpus: list[int], experiment: str, ctx: Context, scratch: Path, on_event: Listener
+) -> Executor:
+    if policy.executor == "ray":
+        from experiments.sweeps.ray_pool import RayPool
+
+        return RayPool(policy, experiment, ctx, on_event)
+    gpus = gpus if policy.gpus is None else list(policy.gpus)
+    pool = DevicePool(workers=policy.workers, gpus=gpus, runs_per_gpu=policy.runs_per_gpu)
+    return LocalPool(pool, experiment, ctx, scratch, on_event, policy.retry_failed, policy.force)
 
 
 def _failed_need(cell: GridCell, states: dict[str, claims.CellState], will_run: set[str]) -> str | None:
@@ -194,34 +209,25 @@ def _final(
     return final
 
 
-def _devices_needed(cell: GridCell) -> tuple[int, bool]:
-    trainer = cell.spec.trainer
-    devices = trainer.devices if isinstance(trainer.devices, int) else 1
-    return devices, trainer.accelerator != "cpu"
-
-
 def _run_cells(
     cells: Sequence[GridCell],
-    pool: DevicePool,
+    executor: Executor,
     experiment: str,
     ctx: Context,
-    policy: Policy,
-    scratch: Path,
     on_event: Listener,
     finished: set[str] | None = None,
 ) -> list[CellOutcome]:
-    """Run ``cells`` with as many workers as the pool allows; each end is reported as it happens.
+    """Run ``cells`` on ``executor`` as fast as it takes them; each end is reported as it happens.
 
     A cell starts once every cell it ``needs`` is in ``finished`` (hashes with a FINISHED run, grown
     as runs here finish). A cell whose need FAILED here is reported BLOCKED and not run; cells whose
     needs run elsewhere are left for the caller once nothing here is running."""
     queue = list(cells)
-    running: list[_Running] = []
     done: list[CellOutcome] = []
     finished = set(finished or ())
     failed: dict[str, tuple[GridCell, str | None]] = {}  # cells that failed here, and why
     try:
-        while queue or running:
+        while queue or executor.busy():
             for cell in list(queue):  # start every queued cell that fits; a big DDP run waits its turn
                 if not all(need in finished for need in cell.needs):
                     parent = next((failed[n] for n in cell.needs if n in failed), None)
@@ -231,90 +237,18 @@ def _run_cells(
                         done.append(outcome)
                         on_event(CellBlocked(outcome))
                     continue
-                devices, on_gpu = _devices_needed(cell)
-                allocation = pool.acquire(devices, gpu=on_gpu)
-                if allocation is None:
-                    continue
-                queue.remove(cell)
-                entry = _start(cell, allocation, experiment, ctx, policy, scratch)
-                running.append(entry)
-                on_event(CellStarted(cell, entry.job.pid))
-            if not running:  # the rest wait for cells that run elsewhere (or were not run at all)
+                if executor.start(cell):
+                    queue.remove(cell)
+            if not executor.busy():  # the rest wait for cells that run elsewhere (or were not run at all)
                 break
-            time.sleep(POLL_S)
-            for entry in [r for r in running if r.job.returncode() is not None]:
-                running.remove(entry)
-                pool.release(entry.allocation)
-                outcome = _collect(entry, experiment, ctx)
+            for outcome in executor.wait(POLL_S):
                 if outcome.status == "FINISHED":
-                    finished.add(entry.cell.spec.spec_hash)
+                    finished.add(outcome.cell.spec.spec_hash)
                 elif outcome.status == "FAILED":
-                    failed[entry.cell.spec.spec_hash] = entry.cell, outcome.failure
+                    failed[outcome.cell.spec.spec_hash] = outcome.cell, outcome.failure
                 done.append(outcome)
                 on_event(CellEnded(outcome))
     except BaseException:
-        for entry in running:  # Ctrl-C or a crash of ours: the workers record their runs as KILLED
-            entry.job.terminate()
-        for entry in running:
-            entry.job.wait(timeout=60)
+        executor.stop()
         raise
     return done
-
-
-def _start(
-    cell: GridCell,
-    allocation: Allocation,
-    experiment: str,
-    ctx: Context,
-    policy: Policy,
-    scratch: Path,
-) -> _Running:
-    from experiments.sweeps.worker import run_cell
-
-    name = f"{cell.spec.spec_hash}-{time.monotonic_ns()}"
-    task_path, outcome_path = scratch / f"{name}.task.json", scratch / f"{name}.outcome.json"
-    task = {
-        "spec": cell.spec,
-        "run_name": cell.run_name,
-        "config": cell.config,
-        "factors": cell.factors,
-        "tags": cell.tags,
-        "experiment": experiment,
-        "experiment_id": ctx.experiment_id(experiment),
-        "tracking_uri": ctx.tracking_uri,
-        "data_dir": str(Path(ctx.data_dir).resolve()),
-        "retry_failed": policy.retry_failed,
-        "force": policy.force,
-    }
-    log_path = scratch / f"{name}.log"
-    env = allocation.environment()
-    if cell.spec.trainer.devices == 1 or cell.spec.trainer.devices == "auto":
-        job = start_forked(run_cell, (task, str(outcome_path)), env, log_path)
-        return _Running(cell, job, allocation, outcome_path)
-    # DDP: Lightning starts the other ranks by running this process's command line again, so the
-    # worker must be a command line of its own.
-    task_path.write_text(json.dumps({**task, "spec": cell.spec.model_dump(mode="json")}))
-    job = start_command("experiments.sweeps.worker", [str(task_path), str(outcome_path)], env, log_path)
-    return _Running(cell, job, allocation, outcome_path)
-
-
-def _collect(entry: _Running, experiment: str, ctx: Context) -> CellOutcome:
-    wall = time.monotonic() - entry.started
-    if entry.outcome_path.exists():
-        found = json.loads(entry.outcome_path.read_text())
-        return CellOutcome(entry.cell, found["status"], found.get("run_id"), found.get("failure"), wall)
-    reason = entry.job.exit_reason()
-    run_id = _fail_orphan(entry, experiment, ctx, reason)
-    return CellOutcome(entry.cell, "FAILED", run_id, reason, wall)
-
-
-def _fail_orphan(entry: _Running, experiment: str, ctx: Context, reason: str) -> str | None:
-    """A worker that died without reporting left its run RUNNING: end it as FAILED with the reason."""
-    spec_hash = entry.cell.spec.spec_hash
-    runs = tracking.runs_with_hashes(ctx.client, ctx.experiment_id(experiment), [spec_hash])[spec_hash]
-    for run in runs:
-        if run.info.status == "RUNNING" and run.data.tags.get(tag.PID) == str(entry.job.pid):
-            ctx.client.set_tag(run.info.run_id, tag.FAILURE, reason)
-            ctx.client.set_terminated(run.info.run_id, "FAILED")
-            return run.info.run_id
-    return None

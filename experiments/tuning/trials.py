@@ -78,6 +78,9 @@ def objective_of(task: dict[str, Any], spec: StudySpec) -> Callable[[optuna.Tria
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr(tag.ATTR_HOST, socket.gethostname())
         trial.set_user_attr(tag.ATTR_PID, os.getpid())
+        extra_tags = task.get("run_tags", {})  # e.g. the Ray node under the Ray executor
+        if tag.RAY_NODE in extra_tags:
+            trial.set_user_attr(tag.ATTR_RAY_NODE, extra_tags[tag.RAY_NODE])
         try:
             raw, chosen = sample(trial, spec.space, spec.base)
             run_spec = validate_run_spec(raw, where=f"trial {trial.number}")
@@ -94,6 +97,7 @@ def objective_of(task: dict[str, Any], spec: StudySpec) -> Callable[[optuna.Tria
             **tag.factor_tags(
                 {k: label(k, v) if isinstance(v, dict | list) else str(v) for k, v in chosen.items()}
             ),
+            **extra_tags,
         }
         job = {
             "objective": metric,

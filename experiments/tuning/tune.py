@@ -170,8 +170,12 @@ def run_study(
     workers: int = 1,
     storage: str | None = None,
     on_event: Listener = ignore,
+    ray: RayOptions | None = None,
 ) -> TuneOutcome:
-    """Work the study until ``trials`` (default: the file's) trials finished, or too many failed."""
+    """Work the study until ``trials`` (default: the file's) trials finished, or too many failed.
+
+    With ``ray``, every trial is a task on that Ray cluster (``experiments.tuning.ray_trials``) and
+    ``workers`` is not used: the cluster's free CPUs and GPUs decide how many run at once."""
     quiet_optuna()
     objective = resolve_objective(spec)
     target = trials or spec.trials
@@ -186,13 +190,15 @@ def run_study(
             f"contract); the journal file {location} is not one. Drop --storage for the default SQLite "
             "storage, or give sqlite:///path.db or postgresql://..."
         )
+    cluster = _connect(ray, spec, base, ctx, location) if ray is not None else None
     study = prepare_study(spec, location)
     client = ctx.client
     experiment_id = ctx.experiment_id(spec.name)
     parent_run_id = parent_run(client, experiment_id, spec, location)
     outcome = TuneOutcome(study, target, parent_run_id, objective.metric, objective.direction)
     try:
-        check_data(spec, ctx.data_dir)
+        if cluster is None:  # on Ray, every node checked its own data before this
+            check_data(spec, ctx.data_dir)
         first_number = len(study.get_trials(deepcopy=False))
         task = {
             "study": spec.model_dump(mode="json"),
@@ -216,7 +222,15 @@ def run_study(
             # a fresh single-worker study samples with the file's seed; later rounds and resumes move on
             seed = None if spec.sampler.seed is None else spec.sampler.seed + existing
             remaining = target - done
-            if workers == 1:
+            if cluster is not None:
+                from experiments.tuning.ray_trials import run_ray_trials
+
+                resources = _ray_resources(ray, base, cluster)
+                threads = ray.cpus_per_run
+                run_ray_trials(
+                    cluster, {**task, "seed": seed}, remaining, study, on_event, resources, threads, optimize
+                )
+            elif workers == 1:
                 optimize({**task, "seed": seed}, remaining, on_event)
             else:
                 k = min(workers, remaining)
@@ -232,6 +246,49 @@ def run_study(
     outcome.trials = study.get_trials(deepcopy=False)
     client.set_terminated(parent_run_id, "FINISHED" if outcome.reached else "FAILED")
     return outcome
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """``--executor ray``: the cluster (None: $RAY_ADDRESS, else a local one) and each trial's share."""
+
+    address: str | None = None
+    cpus_per_run: int = 1
+    runs_per_gpu: int = 1
+
+
+def _connect(ray: RayOptions, spec: StudySpec, base, ctx: Context, storage: str):
+    """The connected ``ray`` module, once the cluster is known to fit a trial, reach the store and
+    hold the data on every node (errors before any trial starts)."""
+    import json
+
+    from experiments import ray_cluster
+    from experiments.tuning.ray_trials import check_cluster
+
+    address = ray_cluster.resolve_address(ray.address)
+    cluster = ray_cluster.connect(address)
+    where = address or "this machine (a local cluster)"
+    nodes = check_cluster(cluster, spec.name, _ray_resources(ray, base, cluster), ctx.tracking_uri, where)
+    ray_cluster.check_store_reachable(storage, nodes, cluster, what="the study's storage")
+    data = [json.dumps(base.data.model_dump(mode="json"), sort_keys=True)]
+    checks = ray_cluster.check_data_on_nodes(cluster, nodes, data, str(Path(ctx.data_dir).resolve()))
+    problems = ray_cluster.wait_data_checks(cluster, checks)
+    if problems:
+        raise SpecError(
+            f"study {spec.name!r}: the Ray cluster's workers cannot read its data: {'; '.join(problems)}. "
+            "Put the data directory on a path every node shares and pass it as --data-dir."
+        )
+    return cluster
+
+
+def _ray_resources(ray: RayOptions, base, cluster) -> dict[str, float]:
+    from experiments.ray_cluster import alive_nodes
+    from experiments.tuning.ray_trials import trial_resources
+
+    devices = base.trainer.devices if is_ddp(base) else 1
+    gpus = sum(n.gpus for n in alive_nodes(cluster))
+    on_gpu = base.trainer.accelerator in ("gpu", "cuda") or (base.trainer.accelerator != "cpu" and gpus > 0)
+    return trial_resources(devices, on_gpu, ray.cpus_per_run, ray.runs_per_gpu)
 
 
 def _visible_gpus() -> list[int]:

@@ -46,6 +46,8 @@ from experiments.tuning.study_spec import StudySpec, check_study, resolve_object
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
+    from experiments.tuning.tune import RayOptions
+
 
 @dataclass(frozen=True)
 class ConfigStudy:
@@ -178,8 +180,10 @@ def tune_grid(
     dry_run: bool = False,
     where: str = "grid",
     on_event: Listener = ignore,
+    ray: RayOptions | None = None,
 ) -> TunedGrid:
     """Run (or, dry, look up) each configuration's study; the cells with their configuration's best spec.
+    With ``ray``, each study's trials are tasks on that Ray cluster.
 
     A dry run starts nothing: it returns each study's standing and the cells of the studies that are
     done, with their best spec now; the others are ``waiting``.
@@ -197,7 +201,7 @@ def tune_grid(
     on_event(StudiesStarted(grid.name, len(studies), grid.tune.trials, location))
     tuned, short = [], []
     for study in studies:
-        outcome = _run_one(study, ctx, workers, on_event)
+        outcome = _run_one(study, ctx, workers, on_event, ray)
         best = outcome.best
         if not outcome.reached or best is None:
             failed = sum(t.state.name == "FAIL" for t in outcome.trials)
@@ -216,11 +220,11 @@ def tune_grid(
     return TunedGrid(tuned)
 
 
-def _run_one(study: ConfigStudy, ctx: Context, workers: int, on_event: Listener):
+def _run_one(study: ConfigStudy, ctx: Context, workers: int, on_event: Listener, ray: RayOptions | None):
     from experiments.tuning.tune import run_study
 
     objective = resolve_objective(study.spec)
-    outcome = run_study(study.spec, ctx, workers=workers, on_event=on_event)
+    outcome = run_study(study.spec, ctx, workers=workers, on_event=on_event, ray=ray)
     best = outcome.best
     on_event(
         StudyEnded(
