@@ -39,7 +39,8 @@ def add_executor(command: argparse.ArgumentParser, what: str) -> None:
         "--cpus-per-run",
         type=positive_int,
         default=1,
-        help=f"CPUs (torch threads) each of {what}' processes asks of Ray (default: 1); with --executor ray",
+        help="CPUs (torch threads) each run asks of Ray, per device for a DDP run (default: 1); with "
+        "--executor ray",
     )
 
 

@@ -256,3 +256,49 @@ def test_a_ddp_cell_runs_as_one_ray_task_with_its_devices_together(tmp_path: Pat
     assert run.info.status == "FINISHED"
     assert run.data.params.get("trainer.devices") == "2"
     assert run.data.tags.get("litbench.ray.node_id")
+
+
+def test_a_node_without_the_data_stops_the_grid_before_anything_runs(two_nodes, tmp_path: Path) -> None:
+    cluster, head, worker = two_nodes
+    grid = tmp_path / "mnist.yaml"
+    grid.write_text(
+        "name: nodata\nbase:\n  data: {name: mnist, download: false}\n  model: {name: mlp}\n"
+        "  trainer: {max_epochs: 1}\nseeds: [0]\n"
+    )
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "empty").mkdir()
+    done = litbench(
+        "grid", str(grid), "--executor", "ray", "--ray-address", cluster.address, "--tracking-uri", store,
+        "--data-dir", str(tmp_path / "empty"), cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "the Ray cluster's workers cannot read the grid's data" in done.stderr
+    assert f"/{worker[:6]}" in done.stderr and f"/{head[:6]}" in done.stderr  # each node named
+    assert "MNIST files are missing" in done.stderr and "Traceback" not in done.stderr
+    from mlflow import MlflowClient
+
+    found = MlflowClient(store).get_experiment_by_name("nodata")
+    assert found is None or not MlflowClient(store).search_runs([found.experiment_id])
+
+
+def test_two_grid_commands_on_one_cluster_run_each_cell_once(two_nodes, tmp_path: Path) -> None:
+    cluster, _, _ = two_nodes
+    grid = tmp_path / "twice.yaml"
+    grid.write_text(
+        "name: twice\nbase:\n  data: {name: digits, batch_size: 32}\n  model: {name: mlp, hidden: [16]}\n"
+        "  trainer: {max_epochs: 1, accelerator: cpu}\naxes:\n  optimizer.lr: [0.001, 0.01]\n"
+        "seeds: [0, 1, 2]\n"
+    )
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [
+        sys.executable, "-m", "cli", "grid", str(grid), "--executor", "ray",
+        "--ray-address", cluster.address, "--tracking-uri", store,
+    ]  # fmt: skip
+    both = [
+        subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0].decode() for p in both]
+    assert [p.returncode for p in both] == [0, 0], outputs
+    assert_each_cell_finished_once(grid_runs(store, "twice"), 6)

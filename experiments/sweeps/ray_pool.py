@@ -134,7 +134,8 @@ class RayPool:
         """Ctrl-C: Ray interrupts each running task (its run ends KILLED) and drops the queued ones."""
         for ref in self.pending:
             self.ray.cancel(ref)
-        self.ray.wait(list(self.pending), num_returns=len(self.pending), timeout=STOP_WAIT_S)
+        if self.pending:
+            self.ray.wait(list(self.pending), num_returns=len(self.pending), timeout=STOP_WAIT_S)
 
     def _report_starts(self) -> None:
         if self.board is None:
