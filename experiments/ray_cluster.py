@@ -18,6 +18,7 @@ from typing import Any
 from core.errors import InputError
 
 ADDRESS_ENV = "RAY_ADDRESS"  # Ray's own variable: `ray start --head` prints it
+AUTH_MODE_ENV = "RAY_AUTH_MODE"  # Ray's: token, or disabled
 CONNECT_TIMEOUT_S = 5.0
 NODE_CHECK_TIMEOUT_S = 900.0  # a node's data check may download its data set first
 LOCAL_STORES = ("sqlite:", "file:")
@@ -61,6 +62,7 @@ def resolve_address(address: str | None) -> str | None:
 def connect(address: str | None) -> Any:
     """The ``ray`` module, connected to the cluster at ``address`` (``host:port`` of its head, or
     ``auto`` for the cluster this machine belongs to), or to a new local one when ``address`` is None."""
+    _offer_token()  # before Ray is imported: it reads the mode once
     ray = import_ray()
     if ray.is_initialized():
         return ray
@@ -78,9 +80,23 @@ def connect(address: str | None) -> Any:
         where = f"at {address}" if address else "on this machine"
         raise RayClusterError(
             f"could not connect to a Ray cluster {where}: {' '.join(str(err).split())}. Start one with "
-            "`ray start --head` and pass the address it prints as --ray-address (or $RAY_ADDRESS)."
+            "`ray start --head` and pass the address it prints as --ray-address (or $RAY_ADDRESS). If "
+            "Ray's log above says the authentication token is missing or incorrect, copy the head "
+            "node's ~/.ray/auth_token to this machine (or set $RAY_AUTH_TOKEN to its contents)."
         ) from None
     return ray
+
+
+def _offer_token() -> None:
+    """Send this machine's Ray token where one exists. `ray start` turns token authentication on
+    (Ray 2.60 does), but a driver sends the token only in token mode, so without this a plain `ray
+    start --head` refuses the grid command. A cluster without authentication accepts a driver that
+    sends one."""
+    if os.environ.get(AUTH_MODE_ENV):
+        return
+    token_file = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or os.path.exists(token_file):
+        os.environ[AUTH_MODE_ENV] = "token"
 
 
 def _check_reachable(address: str) -> None:

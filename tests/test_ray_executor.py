@@ -302,3 +302,31 @@ def test_two_grid_commands_on_one_cluster_run_each_cell_once(two_nodes, tmp_path
     outputs = [p.communicate(timeout=600)[0].decode() for p in both]
     assert [p.returncode for p in both] == [0, 0], outputs
     assert_each_cell_finished_once(grid_runs(store, "twice"), 6)
+
+
+def test_a_head_started_with_ray_start_takes_a_grid_as_users_run_it(tmp_path: Path) -> None:
+    """`ray start --head` in one shell, `litbench grid --executor ray --ray-address` in another: no
+    Ray variables in the grid command's environment (the token comes from ~/.ray/auth_token)."""
+    from tests.servers import free_port
+
+    ray_cli = Path(sys.executable).with_name("ray")
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    head = [str(ray_cli), "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"]
+    started = subprocess.run([*head, "--disable-usage-stats"], env=clean, capture_output=True, text=True)
+    assert started.returncode == 0, started.stdout + started.stderr
+    grid = tmp_path / "users.yaml"
+    grid.write_text(
+        "name: users\nbase:\n  data: {name: digits, batch_size: 32}\n  model: {name: mlp, hidden: [16]}\n"
+        "  trainer: {max_epochs: 1, accelerator: cpu}\nseeds: [0]\n"
+    )
+    try:
+        done = litbench(
+            "grid", str(grid), "--executor", "ray", "--ray-address", f"127.0.0.1:{port}",
+            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path, timeout=300,
+            env={**clean, "PYTHONPATH": str(REPO)},
+        )  # fmt: skip
+    finally:
+        subprocess.run([str(ray_cli), "stop", "--force"], env=clean, capture_output=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Ray cluster of 1 nodes" in done.stdout
