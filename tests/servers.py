@@ -66,21 +66,26 @@ def mlflow_server_on(postgres_database: str, tmp_path: Path) -> Iterator[str]:
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
+        if not wait_until_healthy(url, server):
+            pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
         yield url
     finally:
         stop_process_group(server)
         log.close()
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> bool:
+    """Whether the MLflow server at ``url`` answered /health before ``process`` ended or time ran out."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
 
 
 def stop_process_group(server: subprocess.Popen) -> None:

@@ -50,6 +50,18 @@ def litbench(
     )
 
 
+def grid_on_one_node(grid: Path, cpus: int, store: str) -> subprocess.CompletedProcess:
+    """``litbench grid GRID --executor ray`` on a fresh one-node cluster of ``cpus`` CPUs."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus})
+    try:
+        return litbench(
+            "grid", str(grid), "--executor", "ray", "--ray-address", cluster.address, "--tracking-uri", store,
+            cwd=grid.parent,
+        )  # fmt: skip
+    finally:
+        cluster.shutdown()
+
+
 def grid_runs(tracking_uri: str, experiment: str):
     from mlflow import MlflowClient
 
@@ -142,14 +154,7 @@ def test_a_cell_runs_the_same_under_ray_and_the_process_pool(tmp_path: Path) -> 
         "name: same\nbase:\n  data: {name: digits, batch_size: 32}\n  model: {name: mlp, hidden: [32]}\n"
         "  trainer: {max_epochs: 2, accelerator: cpu}\nseeds: [0, 1]\n"
     )
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    try:
-        on_ray = litbench(
-            "grid", str(grid), "--executor", "ray", "--ray-address", cluster.address,
-            "--tracking-uri", f"sqlite:///{tmp_path / 'ray.db'}", cwd=tmp_path,
-        )  # fmt: skip
-    finally:
-        cluster.shutdown()
+    on_ray = grid_on_one_node(grid, cpus=1, store=f"sqlite:///{tmp_path / 'ray.db'}")
     in_pool = litbench("grid", str(grid), "--tracking-uri", f"sqlite:///{tmp_path / 'pool.db'}", cwd=tmp_path)
     assert on_ray.returncode == 0 and in_pool.returncode == 0, on_ray.stdout + in_pool.stdout
 
@@ -243,14 +248,7 @@ def test_a_ddp_cell_runs_as_one_ray_task_with_its_devices_together(tmp_path: Pat
         "  trainer: {max_epochs: 1, limit_train_batches: 4, limit_val_batches: 2, accelerator: cpu,"
         " devices: 2, strategy: ddp}\nseeds: [0]\n"
     )
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    try:
-        done = litbench(
-            "grid", str(grid), "--executor", "ray", "--ray-address", cluster.address,
-            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path,
-        )  # fmt: skip
-    finally:
-        cluster.shutdown()
+    done = grid_on_one_node(grid, cpus=2, store=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert done.returncode == 0, done.stdout + done.stderr
     (run,) = grid_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "ddp")
     assert run.info.status == "FINISHED"

@@ -15,6 +15,7 @@ from pathlib import Path
 from cli import main
 from core.store import client_for
 from reports import synthetic
+from tests.servers import wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,17 +81,9 @@ def test_ui_serves_every_run_over_rest_and_stops_all_its_processes(tracking_uri:
     ui = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
+        if not wait_until_healthy(url, ui):
             assert ui.poll() is None, ui.communicate()[0]
-            assert time.monotonic() < deadline, "litbench ui did not answer within 120 s"
-            time.sleep(0.5)
+            raise AssertionError("litbench ui did not answer within 120 s")
         server_processes = _descendants(ui.pid)
         assert server_processes, "litbench ui started no server process"
 
