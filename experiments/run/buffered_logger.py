@@ -41,16 +41,29 @@ class BufferedMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def flush(self) -> None:
-        """Hand the buffered values to MLflow's background writer; training does not wait for the store."""
+        """Hand the buffered values to MLflow's background writer; training waits only for the batch
+        before, if that one is still being written.
+
+        One batch at a time per run: MLflow's writer sends queued batches from a thread pool, and two
+        batches that both carry a run's first value of a key race on a tracking server (PostgreSQL
+        refuses the second insert of its latest value: ``UniqueViolation latest_metric_pk``, seen
+        with ``train/loss``)."""
+        if self._buffer:
+            self._wait_pending()
         while self._buffer:
             chunk, self._buffer = self._buffer[:MAX_METRICS_PER_BATCH], self._buffer[MAX_METRICS_PER_BATCH:]
             operation = self.experiment.log_batch(run_id=self.run_id, metrics=chunk, synchronous=False)
             self._pending.append(operation)
+            if self._buffer:  # more than one batch's worth: the next one waits for this one
+                self._wait_pending()
 
     @rank_zero_only
     def wait(self) -> None:
         """Flush and block until every value is in the store (raises if a write failed)."""
         self.flush()
+        self._wait_pending()
+
+    def _wait_pending(self) -> None:
         for operation in self._pending:
             operation.wait()
         self._pending.clear()
