@@ -75,7 +75,7 @@ class GridProgress:
                 style = STYLES.get(outcome.status, "red")
                 reason = f"  {outcome.failure}" if outcome.failure else ""
                 node = f"  on {outcome.node}" if outcome.node else ""
-                name, wall = outcome.cell.run_name, f"{outcome.wall_s:.0f} s"
+                name, wall = outcome.cell.run_name, f"{outcome.wall_s:.1f} s"
                 console.print(f"[{style}]{outcome.status:8}[/] {name}  {wall}{node}{reason}")
                 self.progress.update(self.task, advance=1)
         elif isinstance(event, CellBlocked):

@@ -26,7 +26,8 @@ from typing import Any
 from core.plugins import ENV as PLUGINS_ENV
 from core.plugins import load_plugins, plugin_modules
 
-PRELOAD = ["torch", "lightning", "mlflow", "experiments.run.runner"]  # what the fork server imports once
+# what the fork server imports once (experiments.warm: the rest of a cell's imports, and a figure)
+PRELOAD = ["torch", "lightning", "mlflow", "experiments.run.runner", "experiments.warm"]
 THREADS_ENV = "LITBENCH_NUM_THREADS"
 
 _FORK_CONTEXT: multiprocessing.context.BaseContext | None = None

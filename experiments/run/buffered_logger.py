@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import MLFlowLogger
@@ -26,7 +27,12 @@ class BufferedMLFlowLogger(MLFlowLogger):
         super().__init__(*args, **kwargs)
         self.flush_every = min(flush_every, MAX_METRICS_PER_BATCH)
         self._buffer: list[Metric] = []
-        self._pending: list = []  # MLflow's handles of batches still being written in the background
+        # One writer thread of our own, not MLflow's async logging: its batches go one at a time (two
+        # batches that both carry a run's first value of a key race on a tracking server, where
+        # PostgreSQL refuses the second insert of its latest value: UniqueViolation latest_metric_pk),
+        # and ending the run does not wait for MLflow's queue thread, which polls once a second.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="litbench-metrics")
+        self._pending: list[Future] = []  # batches handed to the writer, not yet known to be written
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -41,32 +47,22 @@ class BufferedMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def flush(self) -> None:
-        """Hand the buffered values to MLflow's background writer; training waits only for the batch
-        before, if that one is still being written.
-
-        One batch at a time per run: MLflow's writer sends queued batches from a thread pool, and two
-        batches that both carry a run's first value of a key race on a tracking server (PostgreSQL
-        refuses the second insert of its latest value: ``UniqueViolation latest_metric_pk``, seen
-        with ``train/loss``)."""
-        if self._buffer:
-            self._wait_pending()
+        """Hand the buffered values to the writer thread; training does not wait for the store."""
         while self._buffer:
             chunk, self._buffer = self._buffer[:MAX_METRICS_PER_BATCH], self._buffer[MAX_METRICS_PER_BATCH:]
-            operation = self.experiment.log_batch(run_id=self.run_id, metrics=chunk, synchronous=False)
-            self._pending.append(operation)
-            if self._buffer:  # more than one batch's worth: the next one waits for this one
-                self._wait_pending()
+            self._pending.append(
+                self._writer.submit(
+                    self.experiment.log_batch, run_id=self.run_id, metrics=chunk, synchronous=True
+                )
+            )
 
     @rank_zero_only
     def wait(self) -> None:
         """Flush and block until every value is in the store (raises if a write failed)."""
         self.flush()
-        self._wait_pending()
-
-    def _wait_pending(self) -> None:
-        for operation in self._pending:
-            operation.wait()
-        self._pending.clear()
+        pending, self._pending = self._pending, []
+        for batch in pending:
+            batch.result()
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
