@@ -34,7 +34,7 @@ from experiments.sweeps.local_pool import LocalPool
 if TYPE_CHECKING:
     from experiments.sweeps.preflight import Preflight
 
-POLL_S = 0.2  # how often running workers are checked
+POLL_S = 0.05  # how often running workers are checked: a cell's end is seen within this
 WAIT_ELSEWHERE_S = 5.0  # how often cells running in another process are looked at again
 
 
