@@ -43,7 +43,7 @@ def fork_context() -> multiprocessing.context.BaseContext:
     global _FORK_CONTEXT
     if _FORK_CONTEXT is None:
         _FORK_CONTEXT = multiprocessing.get_context("forkserver")
-        _FORK_CONTEXT.set_forkserver_preload(PRELOAD)
+        _FORK_CONTEXT.set_forkserver_preload([*PRELOAD, "experiments.quick_exit"])
     return _FORK_CONTEXT
 
 
