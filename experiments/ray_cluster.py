@@ -186,25 +186,38 @@ def one_line(err: BaseException) -> str:
 
 
 def check_data_on_nodes(ray: Any, nodes: Sequence[Node], data_specs: list[str], data_dir: str) -> dict:
-    """Start, on every alive node, a task (no CPU held) that prepares each data set; by node label."""
+    """Start, on every alive node of another host, a task (no CPU held) that prepares each data set;
+    the nodes on this host share its disk, so this process checks for them, once. By node label."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from core.plugins import plugin_modules
 
+    here = ray.util.get_node_ip_address()
+    local = [node for node in nodes if node.ip == here]
+    checks: dict = {}
+    if local:
+        problem = prepare_data_here(data_specs, data_dir, plugin_modules())
+        checks |= {node.label: problem for node in local}
     check = ray.remote(num_cpus=0, max_retries=0)(prepare_data_here)
-    return {
-        node.label: check.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)
-        ).remote(data_specs, data_dir, plugin_modules())
-        for node in nodes
-    }
+    for node in nodes:
+        if node.ip != here:
+            strategy = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
+            checks[node.label] = check.options(scheduling_strategy=strategy).remote(
+                data_specs, data_dir, plugin_modules()
+            )
+    return checks
 
 
 def wait_data_checks(ray: Any, checks: dict, timeout: float = NODE_CHECK_TIMEOUT_S) -> list[str]:
     """The problems the node checks found (empty: every node has the data), one per node."""
     problems = []
-    ready, _ = ray.wait(list(checks.values()), num_returns=len(checks), timeout=timeout)
+    refs = [ref for ref in checks.values() if isinstance(ref, ray.ObjectRef)]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout) if refs else ([], [])
     for label, ref in checks.items():
+        if not isinstance(ref, ray.ObjectRef):  # checked here, for a node of this host
+            if ref:
+                problems.append(f"node {label}: {ref}")
+            continue
         if ref not in ready:
             problems.append(f"node {label} did not finish its data check in {timeout:.0f} s")
             ray.cancel(ref, force=True)
@@ -235,3 +248,28 @@ def prepare_data_here(data_specs: list[str], data_dir: str, plugins: list[str]) 
     except Exception as err:
         return " ".join(str(err).split())
     return None
+
+
+def warm_workers(ray: Any, cpus_per_run: int) -> list:
+    """Start, on every node, as many tasks as cells fit there, each importing what a cell needs (what
+    the local fork server imports once). Ray hands the cells those same worker processes, so the
+    imports overlap with the command's own start instead of delaying each worker's first cell."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    warm = ray.remote(import_cell_modules)
+    refs = []
+    for node in alive_nodes(ray):
+        strategy = NodeAffinitySchedulingStrategy(node.node_id, soft=True)
+        for _ in range(max(1, int(node.cpus // cpus_per_run))):
+            refs.append(warm.options(num_cpus=cpus_per_run, scheduling_strategy=strategy).remote())
+    return refs
+
+
+def import_cell_modules() -> None:
+    """In a Ray worker: the modules a cell runs with (``experiments.processes.PRELOAD``)."""
+    import importlib
+
+    from experiments.processes import PRELOAD
+
+    for module in PRELOAD:
+        importlib.import_module(module)

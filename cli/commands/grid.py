@@ -69,6 +69,11 @@ def handle(args: argparse.Namespace) -> int:
         from experiments.processes import start_fork_server
 
         start_fork_server()  # its imports (seconds) overlap with ours
+    elif not args.dry_run:  # the Ray workers import what a cell needs while this command starts
+        from experiments import ray_cluster
+
+        cluster = ray_cluster.connect(ray_cluster.resolve_address(args.ray_address))
+        ray_cluster.warm_workers(cluster, args.cpus_per_run)
     from experiments.sweeps.grid import expand, load_grid
 
     grid = load_grid(args.grid, args.overrides)

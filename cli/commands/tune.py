@@ -70,6 +70,11 @@ def handle(args: argparse.Namespace) -> int:
         from experiments.processes import start_fork_server
 
         start_fork_server()  # its imports (seconds) overlap with ours
+    elif args.executor == "ray":  # the Ray workers import what a trial needs while this command starts
+        from experiments import ray_cluster
+
+        cluster = ray_cluster.connect(ray_cluster.resolve_address(args.ray_address))
+        ray_cluster.warm_workers(cluster, args.cpus_per_run)
     from experiments.tuning.study_spec import load_study_spec
 
     spec = load_study_spec(args.study)

@@ -104,7 +104,8 @@ class RayPool:
         self.board = ray.remote(num_cpus=0)(StartBoard).options(scheduling_strategy=here).remote()
         self.remote = ray.remote(run_on_node)
         self.pending: dict[Any, tuple[GridCell, float]] = {}  # task ref -> its cell and submit time
-        self.started: set[str] = set()
+        self.started: dict[str, float] = {}  # spec hash -> when its start was reported
+        self._drain: Any = None  # the board's answer being waited for
 
     def start(self, cell: GridCell) -> bool:
         task = cell_task(cell, self.experiment, self.ctx, self.policy.retry_failed, self.policy.force)
@@ -125,9 +126,10 @@ class RayPool:
         for ref in ready:
             cell, submitted = self.pending.pop(ref)
             if cell.spec.spec_hash not in self.started:  # ended before its start was reported
-                self.started.add(cell.spec.spec_hash)
+                self.started[cell.spec.spec_hash] = submitted
                 self.on_event(CellStarted(cell, None))
-            ended.append(self._outcome(ref, cell, time.monotonic() - submitted))
+            began = max(submitted, self.started[cell.spec.spec_hash])  # not the time it queued
+            ended.append(self._outcome(ref, cell, time.monotonic() - began))
         return ended
 
     def stop(self) -> None:
@@ -140,18 +142,24 @@ class RayPool:
     def _report_starts(self) -> None:
         if self.board is None:
             return
+        if self._drain is None:
+            self._drain = self.board.drain.remote()
+        ready, _ = self.ray.wait([self._drain], timeout=0)  # never block: the board may be starting
+        if not ready:
+            return
         by_hash = {cell.spec.spec_hash: cell for cell, _ in self.pending.values()}
         try:
-            started = self.ray.get(self.board.drain.remote())
+            started = self.ray.get(self._drain)
         except self.ray.exceptions.RayError:  # the board is gone: the cells go on, unreported until they end
             self.board = None
             return
+        self._drain = None
         for spec_hash, node, pid in started:
             cell = by_hash.get(spec_hash)
             if cell is None:
                 continue
             again = spec_hash in self.started  # Ray retried the task after its node or worker died
-            self.started.add(spec_hash)
+            self.started[spec_hash] = time.monotonic()
             self.on_event(CellStarted(cell, pid, node=node, retry=again))
 
     def _outcome(self, ref: Any, cell: GridCell, wall: float) -> CellOutcome:
