@@ -136,6 +136,21 @@ def alive_nodes(ray: Any) -> list[Node]:
     return nodes
 
 
+def task_resources(devices: int, on_gpu: bool, cpus_per_run: int, runs_per_gpu: int) -> dict[str, float]:
+    """The Ray resources of one cell or trial: CPUs for each of its processes, and its GPUs (a 1/K
+    share of one with ``runs_per_gpu`` K, all k for a run over k devices) when it runs on GPUs."""
+    gpus = (devices if devices > 1 else 1 / runs_per_gpu) if on_gpu else 0
+    return {"num_cpus": cpus_per_run * devices, "num_gpus": gpus}
+
+
+def this_node(ray: Any) -> tuple[str, str]:
+    """In a Ray worker: its node's id and the short name progress lines and tags use."""
+    import socket
+
+    node_id = ray.get_runtime_context().get_node_id()
+    return node_id, f"{socket.gethostname()}/{node_id[:6]}"
+
+
 def node_alive(node_id: str) -> bool | None:
     """Whether Ray node ``node_id`` is alive, or None where this process is not connected to Ray."""
     import sys

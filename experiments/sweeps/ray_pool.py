@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import tempfile
 import time
 from collections.abc import Sequence
@@ -48,8 +47,7 @@ def resources_of(cell: GridCell, cpus_per_run: int, runs_per_gpu: int, cluster_g
     on_gpu = wants_gpu and cluster_gpus > 0
     if cell.spec.trainer.accelerator in ("gpu", "cuda") and cluster_gpus == 0:
         on_gpu = True  # asks for GPUs explicitly: check_fits says the cluster has none
-    gpus = (devices if devices > 1 else 1 / runs_per_gpu) if on_gpu else 0
-    return {"num_cpus": cpus_per_run * devices, "num_gpus": gpus}
+    return ray_cluster.task_resources(devices, on_gpu, cpus_per_run, runs_per_gpu)
 
 
 class RayPreflight:
@@ -207,8 +205,7 @@ def run_on_node(task: dict[str, Any], board: Any, plugins: list[str], threads: i
     from experiments.processes import THREADS_ENV, prepare_process, start_command
     from experiments.sweeps.worker import run_task
 
-    node_id = ray.get_runtime_context().get_node_id()
-    node = f"{socket.gethostname()}/{node_id[:6]}"
+    node_id, node = ray_cluster.this_node(ray)
     spec_hash = task["spec"].spec_hash
     board.post.remote(spec_hash, node, os.getpid())
     prepare_process(threads, plugins)

@@ -10,7 +10,6 @@ orphan, not counted against ``max_failures``), and runs a replacement.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -25,11 +24,6 @@ if TYPE_CHECKING:
 
 POLL_S = 1.0
 TASK_RETRIES = 3
-
-
-def trial_resources(devices: int, on_gpu: bool, cpus_per_run: int, runs_per_gpu: int) -> dict[str, float]:
-    gpus = (devices if devices > 1 else 1 / runs_per_gpu) if on_gpu else 0
-    return {"num_cpus": cpus_per_run * devices, "num_gpus": gpus}
 
 
 def check_cluster(ray: Any, study: str, resources: dict[str, float], tracking_uri: str, address: str) -> list:
@@ -95,8 +89,7 @@ def one_trial(task: dict[str, Any], plugins: list[str], threads: int, optimize: 
 
     from experiments.processes import THREADS_ENV, prepare_process
 
-    node_id = ray.get_runtime_context().get_node_id()
-    node = f"{socket.gethostname()}/{node_id[:6]}"
+    node_id, node = ray_cluster.this_node(ray)
     os.environ[THREADS_ENV] = str(threads)  # a DDP trial's command line takes its threads from here
     prepare_process(threads, plugins)
     started = time.monotonic()

@@ -282,13 +282,12 @@ def _connect(ray: RayOptions, spec: StudySpec, base, ctx: Context, storage: str)
 
 
 def _ray_resources(ray: RayOptions, base, cluster) -> dict[str, float]:
-    from experiments.ray_cluster import alive_nodes
-    from experiments.tuning.ray_trials import trial_resources
+    from experiments.ray_cluster import alive_nodes, task_resources
 
     devices = base.trainer.devices if is_ddp(base) else 1
     gpus = sum(n.gpus for n in alive_nodes(cluster))
     on_gpu = base.trainer.accelerator in ("gpu", "cuda") or (base.trainer.accelerator != "cpu" and gpus > 0)
-    return trial_resources(devices, on_gpu, ray.cpus_per_run, ray.runs_per_gpu)
+    return task_resources(devices, on_gpu, ray.cpus_per_run, ray.runs_per_gpu)
 
 
 def _visible_gpus() -> list[int]:
