@@ -9,9 +9,9 @@ same optimizer, validating once an epoch:
 - litbench: `litbench run` as users run it: Lightning, the best-checkpoint callback, the clock, and
   MLflow tracking with the training loss logged every step into a fresh SQLite store.
 
-Prints the fit times, the ratio litbench / plain (target: at most 1.25x, median over alternating
-repeats, because a shared 2-core machine drifts by 20% between minutes) and the final training losses
-of plain and litbench, which must agree.
+Prints the fit times, the ratio litbench / plain (target: at most 1.12x, issue 15; median over
+repeats whose order alternates, because a shared 2-core machine drifts by 20% between minutes)
+and the final training losses of plain and litbench, which must agree.
 
     LITBENCH_DATA_DIR=../shared/data python benchmarks/overhead.py
 """
@@ -112,9 +112,14 @@ def main() -> int:
     )
     ratios = []
     for repeat in range(1, args.repeats + 1):
-        plain_time, plain_loss = plain_loop(spec, data_dir)
-        lightning_time = bare_lightning(spec, data_dir)
-        ours, our_loss, steps = litbench_run(spec, data_dir)
+        if repeat % 2:
+            plain_time, plain_loss = plain_loop(spec, data_dir)
+            lightning_time = bare_lightning(spec, data_dir)
+            ours, our_loss, steps = litbench_run(spec, data_dir)
+        else:  # the other order, so that neither side always runs on a warmer machine
+            ours, our_loss, steps = litbench_run(spec, data_dir)
+            lightning_time = bare_lightning(spec, data_dir)
+            plain_time, plain_loss = plain_loop(spec, data_dir)
         ratios.append(ours / plain_time)
         agree = abs(our_loss - plain_loss) <= 1e-4 * max(1.0, abs(plain_loss))
         print(
@@ -125,8 +130,8 @@ def main() -> int:
         if not agree:
             return 1
     ratio = statistics.median(ratios)
-    print(f"median ratio litbench / plain: {ratio:.3f}x over {len(ratios)} repeats (target <= 1.25x)")
-    return 0 if ratio <= 1.25 else 1
+    print(f"median ratio litbench / plain: {ratio:.3f}x over {len(ratios)} repeats (target <= 1.12x)")
+    return 0 if ratio <= 1.12 else 1
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from core.context import Context
 from core.plugins import plugin_modules
 from experiments import claims, ray_cluster, tracking
 from experiments.events import CellOutcome, CellStarted, Listener
+from experiments.ray_board import StartBoard
 from experiments.sweeps.grid import GridCell
 from experiments.sweeps.local_pool import cell_task, devices_needed, fail_orphan, is_ddp
 from experiments.sweeps.preflight import PreflightError
@@ -118,7 +119,13 @@ class RayPool:
         return bool(self.pending)
 
     def wait(self, timeout: float) -> list[CellOutcome]:
-        ready, _ = self.ray.wait(list(self.pending), num_returns=len(self.pending), timeout=timeout)
+        """The cells that ended within ``timeout``; returns early, with none, when one starts."""
+        tasks = list(self.pending)
+        if self.board is not None and self._drain is None:
+            self._drain = self.board.next_starts.remote()
+        watched = tasks + ([self._drain] if self._drain is not None else [])
+        self.ray.wait(watched, num_returns=1, timeout=timeout)  # blocks; no polling of the board
+        ready, _ = self.ray.wait(tasks, num_returns=len(tasks), timeout=0) if tasks else ([], [])
         self._report_starts()
         ended = []
         for ref in ready:
@@ -138,11 +145,9 @@ class RayPool:
             self.ray.wait(list(self.pending), num_returns=len(self.pending), timeout=STOP_WAIT_S)
 
     def _report_starts(self) -> None:
-        if self.board is None:
+        if self.board is None or self._drain is None:
             return
-        if self._drain is None:
-            self._drain = self.board.drain.remote()
-        ready, _ = self.ray.wait([self._drain], timeout=0)  # never block: the board may be starting
+        ready, _ = self.ray.wait([self._drain], timeout=0)
         if not ready:
             return
         by_hash = {cell.spec.spec_hash: cell for cell, _ in self.pending.values()}
@@ -180,21 +185,6 @@ class RayPool:
         for run in runs[spec_hash]:
             last = claims.settle(client, run, {tag.FAILURE: reason}).info.run_id
         return last
-
-
-class StartBoard:
-    """A Ray actor (no CPU held) where each cell's task says it started, and where: the grid command
-    reads it to show which node runs what."""
-
-    def __init__(self) -> None:
-        self.started: list[tuple[str, str, int]] = []
-
-    def post(self, spec_hash: str, node: str, pid: int) -> None:
-        self.started.append((spec_hash, node, pid))
-
-    def drain(self) -> list[tuple[str, str, int]]:
-        started, self.started = self.started, []
-        return started
 
 
 def run_on_node(task: dict[str, Any], board: Any, plugins: list[str], threads: int, ddp: bool) -> dict:
