@@ -56,8 +56,13 @@ def add_overrides(command: argparse.ArgumentParser, set_help: str) -> None:
 
 
 def context_of(args: argparse.Namespace) -> Context:
-    """The one place a command resolves its tracking URI and data directory."""
-    return Context.resolve(getattr(args, "tracking_uri", None), getattr(args, "data_dir", None))
+    """The one place a command resolves its tracking URI and data directory; a store that cannot be
+    used is one clear error now (seconds), before the command starts anything."""
+    from core.store_check import check_tracking_uri
+
+    ctx = Context.resolve(getattr(args, "tracking_uri", None), getattr(args, "data_dir", None))
+    check_tracking_uri(ctx.tracking_uri)
+    return ctx
 
 
 def positive_int(text: str) -> int:

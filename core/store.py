@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.store_check import check_tracking_uri
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -48,13 +50,17 @@ def default_optuna_storage(tracking_uri: str) -> str:
 @functools.cache
 def client_for(tracking_uri: str) -> MlflowClient:
     """One client per store and process: opening a SQLite store costs seconds (schema checks)."""
+    check_tracking_uri(tracking_uri)  # seconds, not minutes, and one paragraph, for a bad location
     from mlflow import MlflowClient
 
     if not tracking_uri.startswith("sqlite:///"):
         return MlflowClient(tracking_uri=tracking_uri)
+    db_path = Path(tracking_uri.removeprefix("sqlite:///"))
+    if db_path.exists() and not os.access(db_path.parent, os.W_OK):
+        return MlflowClient(tracking_uri=tracking_uri)  # a read-only store: read it, no lock to take
     # Opening a SQLite store runs MLflow's migrations on it; two processes doing that at once (two
     # grid commands started together on a fresh store) collide, so one at a time does it.
-    with _file_lock(Path(tracking_uri.removeprefix("sqlite:///")).with_suffix(".init.lock")):
+    with _file_lock(db_path.with_suffix(".init.lock")):
         return MlflowClient(tracking_uri=tracking_uri)
 
 

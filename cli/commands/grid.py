@@ -80,7 +80,7 @@ def handle(args: argparse.Namespace) -> int:
     cells = expand(grid, where=args.grid)
     from experiments.environment import quiet_libraries
     from experiments.sweeps.preflight import Preflight
-    from experiments.sweeps.scheduler import Policy, plan, resolve_cells
+    from experiments.sweeps.scheduler import Policy, preview, resolve_cells
 
     quiet_libraries()
     out = console()
@@ -108,7 +108,7 @@ def handle(args: argparse.Namespace) -> int:
         cells = tuned.cells
     if args.dry_run:
         if cells or grid.tune is None:  # a tuned grid's cells may all wait for their studies
-            _print_plan(out, cells, plan(cells, grid.name, ctx))
+            _print_plan(out, cells, preview(cells, grid.name, ctx))
         return EXIT_OK
     policy = Policy(
         workers=args.workers,

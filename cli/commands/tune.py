@@ -87,6 +87,9 @@ def handle(args: argparse.Namespace) -> int:
     quiet_libraries()
     out = console()
     ctx = context_of(args)
+    from experiments.tuning.storage import resolve_storage
+
+    resolve_storage(args.storage, ctx.tracking_uri)  # a bad --storage: one paragraph, before anything
     trials = args.trials or spec.trials
     workers = f"{args.workers} worker{'s' if args.workers > 1 else ''}"
     ray = None

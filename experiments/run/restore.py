@@ -31,6 +31,11 @@ def restore_run(run_id: str, ctx: Context) -> Prepared:
     from mlflow.exceptions import MlflowException
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # two small files: no bars
+    uri = ctx.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise SpecError(  # opening it would create an empty store
+            f"no run {run_id!r}: there is no store at {uri}; pass the --tracking-uri the run was tracked in"
+        )
     client = ctx.client
     try:
         client.get_run(run_id)

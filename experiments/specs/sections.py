@@ -245,6 +245,25 @@ class RunSpec(StrictModel):
             _require_strategy("variants", info, "remove variants")
         return variants
 
+    @model_validator(mode="after")
+    def _data_values(self) -> RunSpec:
+        """The datamodule's own checks of its values (batch sizes, fractions, what a corpus needs, an
+        augmentation it has no policy for), run now: its constructor reads nothing, so a bad value is
+        a spec error before anything is tracked, not a failed run."""
+        from datamodules import create_datamodule
+
+        try:
+            create_datamodule(
+                self.data.name,
+                data_dir=".",
+                seed=self.seed,
+                augment=self.regularization.augment,
+                **self.data.typed_options(),
+            )
+        except ValueError as err:
+            raise ValueError(f"data {self.data.name!r}: {err}") from None
+        return self
+
     @property
     def task(self):
         """The task kind that trains this run (``tasks.TaskKind``), chosen by its data."""

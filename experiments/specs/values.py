@@ -120,6 +120,10 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.yaml"))[:3]
+        hint = f" (it holds {', '.join(found)})" if found else ""
+        raise SpecError(f"{str(path)!r} is a folder, not a spec file; pass one YAML file{hint}")
     if not path.is_file():
         raise SpecError(f"spec file {str(path)!r} does not exist; pass the path of a YAML spec")
     try:

@@ -58,6 +58,15 @@ def _check_data(data_specs: list[str], data_dir: str, report: str, plugins: list
             data = DataSpec.model_validate(json.loads(text))
             create_datamodule(data.name, data_dir=data_dir, **data.typed_options()).prepare_data()
     except Exception as err:
-        Path(report).write_text(json.dumps({"error": str(err)}))
+        _write_report(report, {"error": str(err)})
         sys.exit(2)
-    Path(report).write_text(json.dumps({"gpus": visible_gpus()}))
+    _write_report(report, {"gpus": visible_gpus()})
+
+
+def _write_report(report: str, content: dict) -> None:
+    """The report for the grid command; if the command already stopped (a bad store, Ctrl-C) and took
+    its folder with it, nobody reads it, and a traceback here would only confuse its terminal."""
+    try:
+        Path(report).write_text(json.dumps(content))
+    except OSError:
+        sys.exit(2)

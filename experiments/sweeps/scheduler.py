@@ -66,6 +66,25 @@ def plan(cells: Sequence[GridCell], experiment: str, ctx: Context) -> dict[str, 
     return claims.settled_cell_states(ctx.client, experiment_id, (c.spec.spec_hash for c in cells))
 
 
+def preview(cells: Sequence[GridCell], experiment: str, ctx: Context) -> dict[str, claims.CellState]:
+    """Each cell's state, as ``plan`` sees it, without writing anything: no store or experiment is
+    created, and a RUNNING run whose worker is gone counts as not running (a real run retires it)."""
+    hashes = [c.spec.spec_hash for c in cells]
+    missing = {h: claims.CellState("missing", ()) for h in hashes}
+    uri = ctx.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return missing  # opening it would create it
+    found = ctx.client.get_experiment_by_name(experiment)
+    if found is None:
+        return missing
+    runs = tracking.runs_with_hashes(ctx.client, found.experiment_id, hashes)
+    states = {}
+    for spec_hash, cell_runs in runs.items():
+        state = claims.cell_state(r for r in cell_runs if not claims.is_orphaned(r))
+        states[spec_hash] = dataclasses.replace(state, runs=tuple(cell_runs))
+    return {**missing, **states}
+
+
 def resolve_cells(cells: Sequence[GridCell], ctx: Context) -> list[GridCell]:
     """The cells with the runs and checkpoints their ``init_from`` or teacher names resolved to those
     parents' hashes (a bad reference is a SpecError before anything runs)."""
@@ -103,6 +122,9 @@ def run_grid(
     outcomes: dict[str, CellOutcome] = {}
     attempted: set[str] = set()  # cells this process ran to an end: never twice in one invocation
     by_hash = {c.spec.spec_hash: c for c in cells}
+    gpus: list | None = None
+    if preflight is not None and ctx.client.get_experiment_by_name(experiment) is None:
+        gpus = preflight.wait()  # a failed data check must not leave a new, empty experiment behind
     with tempfile.TemporaryDirectory(prefix="litbench-grid-") as scratch:
         while True:
             states = plan(cells, experiment, ctx)
@@ -122,7 +144,8 @@ def run_grid(
                 on_event(CellBlocked(outcome))
             elsewhere = [c for c in cells if states[c.spec.spec_hash].status == "running"]
             if executor is None:
-                gpus = preflight.wait() if preflight is not None else []
+                if gpus is None:
+                    gpus = preflight.wait() if preflight is not None else []
                 executor = _executor(policy, gpus, experiment, ctx, Path(scratch), on_event)
             ended = []
             if todo:

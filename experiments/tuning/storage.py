@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial
 from core import tags as tag
 from core.errors import SpecError
 from core.store import default_optuna_storage
+from core.store_check import check_database_url, check_sqlite_path
 from experiments.tuning.study_spec import StudySpec, resolve_objective
 
 RDB_HEARTBEAT_S, RDB_GRACE_S = 60, 180
@@ -36,8 +37,11 @@ def resolve_storage(storage: str | None, tracking_uri: str) -> str:
     if not storage:
         return default_optuna_storage(tracking_uri)
     if storage.endswith((".log", ".journal")) and "://" not in storage:
-        return str(Path(storage).resolve())
+        path = Path(storage).resolve()
+        check_sqlite_path(f"sqlite:///{path}", "--storage", "Optuna journal")  # the same folder rules
+        return str(path)
     if "://" in storage:
+        check_database_url(storage, "--storage", "Optuna storage")
         if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
             return f"sqlite:///{Path(storage.removeprefix('sqlite:///')).resolve()}"
         return storage

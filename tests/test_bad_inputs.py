@@ -1,0 +1,280 @@
+"""Bad inputs as a hostile user gives them: each is exit 2, one paragraph naming the culprit, no
+traceback, and a store left exactly as it was.
+
+Every case runs the command in-process (``cli.main``), so an exception that escapes it fails the test
+as a traceback would reach the user. Each case names the fragment its message must contain: the
+field, file, flag or location at fault.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY = str(REPO / "experiments" / "studies" / "digits_lr.yaml")
+TINY = """seed: 0
+data: {name: digits, batch_size: 32}
+model: {name: mlp, hidden: [16]}
+optimizer: {name: adam, lr: 0.01}
+trainer: {max_epochs: 1, limit_train_batches: 2, limit_val_batches: 1, accelerator: cpu}
+tracking: {heatmaps: 0, log_checkpoint: false}
+"""
+TINY_GRID = "name: tiny\nbase:\n" + "".join(f"  {line}\n" for line in TINY.splitlines()) + "seeds: [0]\n"
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spec_with(tmp: Path, old: str, new: str, name: str = "spec.yaml") -> str:
+    path = tmp / name
+    path.write_text(TINY.replace(old, new))
+    return str(path)
+
+
+def text_spec(tmp: Path, text: str | bytes, name: str = "spec.yaml") -> str:
+    path = tmp / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return str(path)
+
+
+def grid_file(tmp: Path, text: str = TINY_GRID) -> str:
+    path = tmp / "tiny.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def a_file(tmp: Path) -> Path:
+    path = tmp / "plain-file"
+    path.write_text("not a folder")
+    return path
+
+
+# name -> (argv builder given tmp_path, a fragment the message must contain); "--tracking-uri STORE"
+# is appended to every command that takes it unless the case gives its own
+Case = tuple[Callable[[Path], list[str]], str]
+CASES: dict[str, Case] = {
+    # spec values
+    "batch size 0": (lambda t: ["run", spec_with(t, "batch_size: 32", "batch_size: 0")], "batch sizes"),
+    "batch size negative": (lambda t: ["run", spec_with(t, "batch_size: 32", "batch_size: -4")], "batch"),
+    "eval batch size 0": (
+        lambda t: ["run", spec_with(t, "batch_size: 32", "batch_size: 32, eval_batch_size: 0")],
+        "batch sizes",
+    ),
+    "val_fraction 1": (
+        lambda t: ["run", spec_with(t, "batch_size: 32", "batch_size: 32, val_fraction: 1.0")],
+        "val_fraction",
+    ),
+    "val_fraction negative": (
+        lambda t: ["run", spec_with(t, "batch_size: 32", "batch_size: 32, val_fraction: -0.1")],
+        "val_fraction",
+    ),
+    "train_subset 0": (
+        lambda t: ["run", spec_with(t, "batch_size: 32", "batch_size: 32, train_subset: 0")],
+        "train_subset",
+    ),
+    "batch size a word": (
+        lambda t: ["run", spec_with(t, "batch_size: 32", "batch_size: many")],
+        "batch_size",
+    ),
+    "lr negative": (lambda t: ["run", spec_with(t, "lr: 0.01", "lr: -0.01")], "lr"),
+    "lr a word": (lambda t: ["run", spec_with(t, "lr: 0.01", "lr: fast")], "lr"),
+    "unknown datamodule": (lambda t: ["run", spec_with(t, "name: digits", "name: digitz")], "digitz"),
+    "unknown model": (lambda t: ["run", spec_with(t, "name: mlp", "name: mpl")], "mpl"),
+    "unknown optimizer": (lambda t: ["run", spec_with(t, "name: adam", "name: adamm")], "adamm"),
+    "unknown model option": (lambda t: ["run", spec_with(t, "hidden: [16]", "hiden: [16]")], "hiden"),
+    "unknown section": (lambda t: ["run", spec_with(t, "optimizer:", "optimiser:")], "optimiser"),
+    "unknown trainer key": (
+        lambda t: ["run", spec_with(t, "max_epochs: 1", "max_epoch: 1")],
+        "max_epoch",
+    ),
+    "translation with augment": (
+        lambda t: [
+            "run",
+            text_spec(
+                t,
+                "data: {name: translation}\nmodel: {name: gru_attention}\nregularization: {augment: true}\n",
+            ),
+        ],
+        "augment",
+    ),
+    "masked LM with augment": (
+        lambda t: [
+            "run",
+            text_spec(
+                t, "data: {name: masked_text}\nmodel: {name: transformer}\nregularization: {augment: true}\n"
+            ),
+        ],
+        "augment",
+    ),
+    "mask rate 0": (
+        lambda t: [
+            "run",
+            text_spec(t, "data: {name: masked_text, mask_rate: 0.0}\nmodel: {name: transformer}\n"),
+        ],
+        "mask_rate",
+    ),
+    # spec files
+    "spec not UTF-8": (lambda t: ["run", text_spec(t, TINY.encode() + b"# caf\xe9\n")], "UTF-8"),
+    "spec not YAML": (lambda t: ["run", text_spec(t, "seed: [0\n")], "not valid YAML"),
+    "spec a list": (lambda t: ["run", text_spec(t, "- seed: 0\n")], "mapping"),
+    "spec missing": (lambda t: ["run", str(t / "nope.yaml")], "nope.yaml"),
+    "spec a folder": (lambda t: ["run", str(t)], "is a folder"),
+    # --set
+    "--set broken list": (
+        lambda t: ["run", text_spec(t, TINY), "--set", "optimizer.lr=[0.1"],
+        "optimizer.lr",
+    ),
+    "--set under a number": (
+        lambda t: ["run", text_spec(t, TINY), "--set", "trainer.max_epochs.x=1"],
+        "trainer.max_epochs.x",
+    ),
+    "--set without =": (lambda t: ["run", text_spec(t, TINY), "--set", "optimizer.lr"], "key=value"),
+    "--set unknown option": (lambda t: ["run", text_spec(t, TINY), "--set", "optimizer.warp=1"], "warp"),
+    "--set bad value": (lambda t: ["run", text_spec(t, TINY), "--set", "data.batch_size=0"], "batch sizes"),
+    # grids
+    "grid missing": (lambda t: ["grid", str(t / "none.yaml")], "none.yaml"),
+    "grid unknown key": (lambda t: ["grid", grid_file(t, TINY_GRID + "axis: {}\n")], "axis"),
+    "grid bad base value": (
+        lambda t: ["grid", grid_file(t, TINY_GRID.replace("batch_size: 32", "batch_size: 0"))],
+        "batch sizes",
+    ),
+    "grid --set broken": (lambda t: ["grid", grid_file(t), "--set", "seed=[1"], "seed"),
+    "grid dry-run, bad value": (
+        lambda t: ["grid", grid_file(t, TINY_GRID.replace("lr: 0.01", "lr: 0")), "--dry-run"],
+        "lr",
+    ),
+    # tracking stores
+    "store unknown scheme": (lambda t: ["ls", "--tracking-uri", "foo://bar"], "foo://bar"),
+    "store postgres closed port": (
+        lambda t: ["ls", "--tracking-uri", f"postgresql://127.0.0.1:{closed_port()}/test"],
+        "no database server answers",
+    ),
+    "store psycopg2 closed port": (
+        lambda t: ["ls", "--tracking-uri", f"postgresql+psycopg2://127.0.0.1:{closed_port()}/test"],
+        "127.0.0.1",
+    ),
+    "store mlflow server gone": (
+        lambda t: ["ls", "--tracking-uri", f"http://127.0.0.1:{closed_port()}/"],
+        "no `mlflow server` answers",
+    ),
+    "store driver missing": (lambda t: ["ls", "--tracking-uri", "mysql://127.0.0.1/x"], "MySQLdb"),
+    "store unknown driver": (lambda t: ["ls", "--tracking-uri", "postgresql+nodriver://h/x"], "nodriver"),
+    "store under a file": (
+        lambda t: ["ls", "--tracking-uri", f"sqlite:///{a_file(t) / 'mlflow.db'}"],
+        "is a file",
+    ),
+    "store is a folder": (lambda t: ["ls", "--tracking-uri", f"sqlite:///{t}"], "is a folder"),
+    "run into a bad store": (
+        lambda t: ["run", text_spec(t, TINY), "--tracking-uri", f"http://127.0.0.1:{closed_port()}"],
+        "mlflow server",
+    ),
+    "grid into a bad store": (lambda t: ["grid", grid_file(t), "--tracking-uri", "foo://bar"], "foo://bar"),
+    "report from a bad store": (lambda t: ["report", "tiny", "--tracking-uri", "foo://bar"], "foo://bar"),
+    # Optuna storages
+    "storage unknown scheme": (lambda t: ["tune", STUDY, "--storage", "redis://127.0.0.1/0"], "redis"),
+    "storage driver missing": (lambda t: ["tune", STUDY, "--storage", "mysql://127.0.0.1/x"], "MySQLdb"),
+    "storage closed port": (
+        lambda t: ["tune", STUDY, "--storage", f"postgresql://127.0.0.1:{closed_port()}/test"],
+        "no database server answers",
+    ),
+    "storage under a file": (
+        lambda t: ["tune", STUDY, "--storage", f"sqlite:///{a_file(t) / 'optuna.db'}"],
+        "is a file",
+    ),
+    "journal under a file": (
+        lambda t: ["tune", STUDY, "--storage", str(a_file(t) / "study.journal")],
+        "is a file",
+    ),
+    "storage neither": (lambda t: ["tune", STUDY, "--storage", "optuna.txt"], "optuna.txt"),
+    # run ids
+    "predict unknown run": (lambda t: ["predict", "0123456789abcdef0123456789abcdef"], "0123456789abcdef"),
+}
+
+
+def store_state(uri: str) -> tuple | None:
+    """What the store holds (None: it does not exist), to compare before and after a command."""
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.exists():
+        return None
+    client = MlflowClient(uri)
+    experiments = client.search_experiments(view_type=3)  # all, deleted ones too
+    runs = client.search_runs([e.experiment_id for e in experiments], run_view_type=3) if experiments else []
+    return (
+        sorted((e.name, e.lifecycle_stage) for e in experiments),
+        sorted((r.info.run_id, r.info.status) for r in runs),
+    )
+
+
+def run_case(case: Case, tmp_path: Path, tracking_uri: str, capsys) -> tuple[int, str]:
+    build, _ = case
+    argv = build(tmp_path)
+    if "--tracking-uri" not in argv:
+        argv = [*argv, "--tracking-uri", tracking_uri]
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_clear_error(name, tmp_path, tracking_uri, capsys) -> None:
+    before = store_state(tracking_uri)
+    code, output = run_case(CASES[name], tmp_path, tracking_uri, capsys)
+    assert code == 2, output
+    assert "Traceback" not in output
+    message = output[output.index("litbench: error: ") :]
+    assert CASES[name][1] in message, message
+    assert store_state(tracking_uri) == before
+
+
+def test_the_same_with_a_store_that_holds_runs(tmp_path, tracking_uri, capsys) -> None:
+    """A store with a finished run is left exactly as it was by a bad run and a bad grid."""
+    assert main(["run", text_spec(tmp_path, TINY, "good.yaml"), "--tracking-uri", tracking_uri]) == 0
+    capsys.readouterr()
+    before = store_state(tracking_uri)
+    for name in ("batch size 0", "--set broken list", "grid bad base value", "grid dry-run, bad value"):
+        code, output = run_case(CASES[name], tmp_path, tracking_uri, capsys)
+        assert code == 2 and "Traceback" not in output, (name, output)
+    assert store_state(tracking_uri) == before
+
+
+def test_dry_run_writes_nothing(tmp_path, capsys) -> None:
+    store = tmp_path / "fresh.db"
+    assert main(["grid", grid_file(tmp_path), "--dry-run", "--tracking-uri", f"sqlite:///{store}"]) == 0
+    assert "missing" in capsys.readouterr().out
+    assert not store.exists()
+
+
+def test_dry_run_leaves_an_existing_store_unchanged(tmp_path, tracking_uri, capsys) -> None:
+    assert main(["run", text_spec(tmp_path, TINY, "good.yaml"), "--tracking-uri", tracking_uri]) == 0
+    before = store_state(tracking_uri)
+    assert main(["grid", grid_file(tmp_path), "--dry-run", "--tracking-uri", tracking_uri]) == 0
+    assert store_state(tracking_uri) == before  # no experiment "tiny" created
+
+
+def test_a_failed_data_check_leaves_no_empty_experiment(tmp_path, tracking_uri, capsys) -> None:
+    text = TINY_GRID.replace("name: digits", "name: mnist, download: false")
+    code = main(
+        [
+            "grid",
+            grid_file(tmp_path, text),
+            "--tracking-uri",
+            tracking_uri,
+            "--data-dir",
+            str(tmp_path / "no"),
+        ]
+    )
+    assert code == 2
+    assert "MNIST" in capsys.readouterr().err
+    state = store_state(tracking_uri)
+    assert state is None or "tiny" not in [name for name, _ in state[0]]
