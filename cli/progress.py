@@ -48,6 +48,8 @@ class GridProgress:
     def describe(self) -> str:
         c = self.counts
         text = f"done {c['FINISHED']}  running {c['running']}  failed {c['FAILED']}"
+        if c.get("KILLED"):
+            text += f"  killed {c['KILLED']}"
         if self.nodes:
             per_node = Counter(self.nodes.values())
             text += " (" + ", ".join(f"{node}: {n}" for node, n in sorted(per_node.items())) + ")"

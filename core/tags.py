@@ -8,6 +8,7 @@ SPEC_HASH = "litbench.spec_hash"  # the run's identity: hash of its canonical sp
 CONFIG = "litbench.config"  # the run's name without its seed: runs that differ only by seed share it
 GRID = "litbench.grid"
 FAILURE = "litbench.failure"  # why a FAILED (or KILLED) run ended, in one line
+KILLED_BY = "litbench.killed_by"  # the signal that killed a KILLED run's worker from outside
 TASK_KIND = "litbench.task"  # the task kind: image_classification, text_classification, translation
 TASK_METRIC = "litbench.metric"  # the task's primary metric, e.g. "acc"
 TASK_MODE = "litbench.mode"  # "max" or "min": that metric's declared direction

@@ -63,6 +63,7 @@ class Job:
     ) -> None:
         self.process = process
         self.log_path = log_path
+        self.oom_kills_at_start = oom_kills()  # to tell an out-of-memory kill from another SIGKILL
 
     @property
     def pid(self) -> int | None:
@@ -88,7 +89,7 @@ class Job:
 
     def exit_reason(self) -> str:
         """Why the process ended without reporting: the signal or status, and its log's last lines."""
-        return exit_reason(self.returncode(), self.log_path)
+        return exit_reason(self.returncode(), self.log_path, self.oom_kills_at_start)
 
 
 def bootstrap(
@@ -175,17 +176,46 @@ def tail(path: Path, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text[-lines:])
 
 
-def exit_reason(code: int | None, log_path: Path | None = None) -> str:
+def exit_reason(code: int | None, log_path: Path | None = None, oom_kills_at_start: int | None = None) -> str:
+    """One line: how the process ended, and its log's last lines. A SIGKILL is called an
+    out-of-memory kill only where the cgroup's OOM count rose while it ran."""
     if code is None:
         reason = "worker still running"
     elif code < 0:
-        reason = f"worker killed by signal {-code} ({signal.Signals(-code).name})"
+        reason = f"worker killed by signal {-code} ({signal.Signals(-code).name}) from outside the cell"
         if code == -signal.SIGKILL:
-            reason += "; the kernel's out-of-memory killer does this"
+            now = oom_kills()
+            if oom_kills_at_start is not None and now is not None and now > oom_kills_at_start:
+                reason = (
+                    "worker killed by the kernel's out-of-memory killer (the cgroup's oom_kill count went "
+                    f"from {oom_kills_at_start} to {now}); give the cell less to hold (batch size, model) "
+                    "or the machine more memory"
+                )
+            elif now is None:
+                reason += " (a kill, a preemption or the OOM killer: this machine keeps no OOM count to tell)"
+            else:
+                reason += " (not out of memory: the cgroup counted no OOM kill)"
     else:
         reason = f"worker exited {code}"
     last = tail(log_path) if log_path is not None else ""
     return f"{reason}; last output: {last}" if last else reason
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has killed in this process's cgroup (cgroup v2
+    ``memory.events``), or None where the machine exposes no such count."""
+    try:
+        line = Path("/proc/self/cgroup").read_text().splitlines()[0]
+        folder = Path("/sys/fs/cgroup") / line.split("::", 1)[1].lstrip("/")
+        for events in (folder / "memory.events", Path("/sys/fs/cgroup/memory.events")):
+            if events.exists():
+                for row in events.read_text().splitlines():
+                    key, _, value = row.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+    except (OSError, IndexError, ValueError):
+        return None
+    return None
 
 
 def process_alive(pid: int) -> bool:

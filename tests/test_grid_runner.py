@@ -153,3 +153,52 @@ def test_workers_must_be_positive(tmp_path: Path) -> None:
     proc = litbench("grid", "g.yaml", "--workers", "0", cwd=tmp_path)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 2 and "argument --workers: must be at least 1, got 0" in out
+
+
+def _kill_the_worker(grid: subprocess.Popen, uri: str, experiment: str) -> str:
+    """SIGKILL the worker of the cell once its run is RUNNING (not the grid); its run id."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and grid.poll() is None:
+        if Path(uri.removeprefix("sqlite:///")).exists():
+            running = runs_by_status(uri, experiment).get("RUNNING", [])
+            if running and "litbench.pid" in running[0].data.tags:
+                os.kill(int(running[0].data.tags["litbench.pid"]), signal.SIGKILL)
+                return running[0].info.run_id
+        time.sleep(0.2)
+    raise AssertionError("the cell's run never showed up RUNNING")
+
+
+def test_a_worker_killed_from_outside_is_killed_not_failed_and_a_rerun_completes_it(tmp_path: Path) -> None:
+    slow = TINY_BASE.replace(
+        "max_epochs: 2, limit_train_batches: 4", "max_epochs: 400, limit_train_batches: 4"
+    )
+    (tmp_path / "outside.yaml").write_text("name: outside\n" + slow + "seeds: [0]\n")
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    command = ("grid", "outside.yaml", "--tracking-uri", uri)
+
+    first = litbench(*command, cwd=tmp_path)
+    killed = _kill_the_worker(first, uri, "outside")
+    output, _ = first.communicate(timeout=120)
+    assert first.returncode == 1, output
+    assert "killed from outside" in output and "the same command again runs the killed ones" in output
+    run = client_for(uri).get_run(killed)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["litbench.killed_by"] == "SIGKILL"
+    assert "killed by signal 9 (SIGKILL) from outside the cell" in run.data.tags["litbench.failure"]
+    assert "out-of-memory killer does this" not in run.data.tags["litbench.failure"]
+
+    second = litbench(*command, cwd=tmp_path)  # a plain re-run takes the cell again; killed again
+    killed_again = _kill_the_worker(second, uri, "outside")
+    output, _ = second.communicate(timeout=120)
+    assert second.returncode == 1, output
+    run = client_for(uri).get_run(killed_again)
+    assert run.info.status == "FAILED"  # twice in a row: no third try without --retry-failed
+    assert "killed from outside too" in run.data.tags["litbench.failure"]
+
+    third = litbench(*command, cwd=tmp_path)
+    output, _ = third.communicate(timeout=120)
+    assert third.returncode == 1 and "--retry-failed" in output, output  # the grid does not loop
+    assert (
+        len(client_for(uri).search_runs([client_for(uri).get_experiment_by_name("outside").experiment_id]))
+        == 2
+    )

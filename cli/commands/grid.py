@@ -136,8 +136,13 @@ def handle(args: argparse.Namespace) -> int:
     unfinished = [o for o in final.values() if o.status not in ("FINISHED", "SKIPPED")]
     if unfinished:
         failed = sum(o.status == "FAILED" for o in unfinished)
-        hint = "; --retry-failed runs failed cells again" if failed else ""
-        error(f"{len(unfinished)} of {len(cells)} runs did not finish ({failed} failed){hint}")
+        killed = sum(o.status == "KILLED" for o in unfinished)
+        hints = ["--retry-failed runs failed cells again"] if failed else []
+        if killed:
+            hints.append("the same command again runs the killed ones")
+        hint = "; " + "; ".join(hints) if hints else ""
+        counts = f"{failed} failed" + (f", {killed} killed from outside" if killed else "")
+        error(f"{len(unfinished)} of {len(cells)} runs did not finish ({counts}){hint}")
         return EXIT_RUN_FAILED
     return EXIT_OK
 

@@ -8,6 +8,7 @@ whose needs are met and ``wait`` for the cells that ended.
 from __future__ import annotations
 
 import json
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,18 +129,44 @@ class LocalPool:
         if entry.outcome_path.exists():
             found = json.loads(entry.outcome_path.read_text())
             return CellOutcome(entry.cell, found["status"], found.get("run_id"), found.get("failure"), wall)
-        reason = entry.job.exit_reason()
-        run_id = fail_orphan(self.ctx, self.experiment, entry.cell.spec.spec_hash, entry.job.pid, reason)
-        return CellOutcome(entry.cell, "FAILED", run_id, reason, wall)
+        job = entry.job
+        status, run_id, reason = end_orphan(
+            self.ctx, self.experiment, entry.cell.spec.spec_hash, job.pid, job.returncode(), job.exit_reason()
+        )
+        return CellOutcome(entry.cell, status, run_id, reason, wall)
 
 
-def fail_orphan(ctx: Context, experiment: str, spec_hash: str, pid: int | None, reason: str) -> str | None:
-    """A worker that died without reporting left its run RUNNING: end it FAILED with the reason."""
+def end_orphan(
+    ctx: Context, experiment: str, spec_hash: str, pid: int | None, code: int | None, reason: str
+) -> tuple[str, str | None, str]:
+    """A worker that died without reporting left its run RUNNING: end it, and say how.
+
+    Killed by a signal from outside (a kill, a preemption, the OOM killer) is not the cell's own
+    failure: the run ends KILLED and a plain re-run does the cell again. A cell whose previous run
+    was killed the same way too ends FAILED, so that a grid never loops on a cell that keeps being
+    killed. A worker that exited without a result failed. Returns (status, run id, reason).
+    """
     client = ctx.client
-    runs = tracking.runs_with_hashes(client, ctx.experiment_id(experiment), [spec_hash])
-    for run in runs[spec_hash]:
-        if run.info.status == "RUNNING" and run.data.tags.get(tag.PID) == str(pid):
-            client.set_tag(run.info.run_id, tag.FAILURE, reason)
-            client.set_terminated(run.info.run_id, "FAILED")
-            return run.info.run_id
-    return None
+    runs = tracking.runs_with_hashes(client, ctx.experiment_id(experiment), [spec_hash])[spec_hash]
+    status = "KILLED" if code is not None and code < 0 else "FAILED"
+    for run in runs:
+        if run.info.status != "RUNNING" or run.data.tags.get(tag.PID) != str(pid):
+            continue
+        earlier = sorted(
+            (r for r in runs if r.info.run_id != run.info.run_id and r.info.status != "RUNNING"),
+            key=lambda r: r.info.start_time or 0,
+        )
+        if status == "KILLED" and earlier and tag.KILLED_BY in earlier[-1].data.tags:
+            status = "FAILED"
+            reason = (
+                f"{reason}; its previous run was killed from outside too, so the cell is FAILED now "
+                "instead of running a third time: find what kills it, then run with --retry-failed"
+            )
+        tags = {tag.FAILURE: reason}
+        if status == "KILLED":
+            tags[tag.KILLED_BY] = signal.Signals(-code).name
+        for key, value in tags.items():
+            client.set_tag(run.info.run_id, key, value)
+        client.set_terminated(run.info.run_id, status)
+        return status, run.info.run_id, reason
+    return status, None, reason

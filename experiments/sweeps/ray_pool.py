@@ -31,7 +31,7 @@ from experiments import claims, ray_cluster, tracking
 from experiments.events import CellOutcome, CellStarted, Listener
 from experiments.ray_board import StartBoard
 from experiments.sweeps.grid import GridCell
-from experiments.sweeps.local_pool import cell_task, devices_needed, fail_orphan, is_ddp
+from experiments.sweeps.local_pool import cell_task, devices_needed, end_orphan, is_ddp
 from experiments.sweeps.preflight import PreflightError
 
 if TYPE_CHECKING:
@@ -220,5 +220,7 @@ def run_on_node(task: dict[str, Any], board: Any, plugins: list[str], threads: i
             return {**json.loads(outcome_path.read_text()), "node": node}
         reason = job.exit_reason()
         ctx = Context(task["tracking_uri"], Path(task["data_dir"]))
-        run_id = fail_orphan(ctx, task["experiment"], spec_hash, job.pid, reason)
-        return {"status": "FAILED", "run_id": run_id, "failure": reason, "node": node}
+        status, run_id, reason = end_orphan(
+            ctx, task["experiment"], spec_hash, job.pid, job.returncode(), reason
+        )
+        return {"status": status, "run_id": run_id, "failure": reason, "node": node}

@@ -218,7 +218,7 @@ def _final(
     final = {}
     for cell in cells:
         state, ours = states[cell.spec.spec_hash], outcomes.get(cell.spec.spec_hash)
-        if ours is not None and ours.status in ("FINISHED", "FAILED", "BLOCKED"):
+        if ours is not None and ours.status in ("FINISHED", "FAILED", "KILLED", "BLOCKED"):
             final[cell.spec.spec_hash] = ours
         elif state.status == "done":
             final[cell.spec.spec_hash] = CellOutcome(cell, "SKIPPED", state.finished_run_id)
