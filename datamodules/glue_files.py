@@ -26,6 +26,7 @@ from typing import Any, Literal
 from core.metrics import direction_of
 from core.registry import UnknownNameError
 from datamodules.download import DATA_DIR_HINT, CorruptDataError, DataNotFoundError
+from datamodules.hub import ensure_reachable_or_offline
 
 Split = Literal["train", "dev", "test", "dev_mismatched", "test_mismatched"]
 
@@ -461,6 +462,7 @@ def download_with_datasets(data_dir: str | os.PathLike[str], task: str) -> Path:
     official file is absent. Columns: the HF text features, ``label`` (ids; left out for the unlabelled
     test splits, where HF stores -1) and ``idx``. Returns the folder."""
     spec = get_task(task)
+    online = ensure_reachable_or_offline()  # offline: the cache only, at once, without retry noise
     try:
         import datasets  # lazily: heavy, and only this function needs it
     except ImportError:
@@ -473,9 +475,10 @@ def download_with_datasets(data_dir: str | os.PathLike[str], task: str) -> Path:
         try:
             rows = datasets.load_dataset("nyu-mll/glue", spec.name, split=_hf_split(spec, split))
         except Exception as err:  # offline, hub errors, missing config: all mean "not downloadable"
+            why = f"({err})" if online else "(the hub cannot be reached from this machine, nor is it cached)"
             raise DataNotFoundError(
                 f"GLUE task {task!r}, split {split!r}: could not load nyu-mll/glue from the Hugging Face hub "
-                f"({err}). Check the network, or put the official glue_data/{spec.folder}/ folder into "
+                f"{why}. Check the network, or put the official glue_data/{spec.folder}/ folder into "
                 f"{folder.parent} ({DATA_DIR_HINT})."
             ) from err
         columns = [*spec.hf_text_columns, *([] if split.startswith("test") else ["label"]), "idx"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from datamodules.download import CorruptDataError, DataNotFoundError
+from datamodules.hub import ensure_reachable_or_offline
 from datamodules.parallel_files import ParallelText
 
 SPLIT_NAMES = {
@@ -28,6 +29,7 @@ def read_hub(name: str, config: str | None, source_lang: str, target_lang: str) 
     """The splits of hub data set ``name`` (configuration ``config``) present under the names of
     ``SPLIT_NAMES``, keyed train/val/test. Raises DataNotFoundError when it cannot be loaded (offline,
     unknown name or configuration) and CorruptDataError when its rows hold neither layout."""
+    online = ensure_reachable_or_offline()  # offline: the cache only, at once, without retry noise
     try:
         import datasets
     except ImportError as err:
@@ -38,7 +40,12 @@ def read_hub(name: str, config: str | None, source_lang: str, target_lang: str) 
         raise DataNotFoundError(
             f"could not load the parallel corpus {name!r}"
             + (f" (configuration {config!r})" if config else "")
-            + f" with HF datasets ({type(err).__name__}: {err}). Check the name and the network; without "
+            + (
+                f" with HF datasets ({type(err).__name__}: {err})"
+                if online
+                else ": the hub cannot be reached from this machine, nor is it cached"
+            )
+            + ". Check the name and the network; without "
             "a network, export the pairs to two aligned files (corpus: files) or one TSV of pairs "
             "(corpus: pairs) in the data directory."
         ) from err

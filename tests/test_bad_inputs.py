@@ -278,3 +278,44 @@ def test_a_failed_data_check_leaves_no_empty_experiment(tmp_path, tracking_uri, 
     assert "MNIST" in capsys.readouterr().err
     state = store_state(tracking_uri)
     assert state is None or "tiny" not in [name for name, _ in state[0]]
+
+
+def test_a_missing_glue_task_with_the_hub_unreachable_fails_at_once_and_quietly(tmp_path) -> None:
+    """The hub cannot be reached (HF_ENDPOINT at a closed port, an empty cache): the good message is
+    the first thing after the command's own line, with none of the hub's retry lines before it."""
+    import os
+    import subprocess
+    import sys
+
+    spec = text_spec(tmp_path, "data: {name: glue, task: cola}\nmodel: {name: cbow}\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}",
+        "HF_HOME": str(tmp_path / "hf"),
+    }
+    env.pop("HF_HUB_OFFLINE", None)
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "run",
+            spec,
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--tracking-uri",
+            uri,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert lines[0].startswith("litbench run ") and lines[1].startswith("litbench: error: GLUE task 'cola'")
+    assert "cannot be reached from this machine" in output
+    assert "Retrying" not in output and "Traceback" not in output
