@@ -138,7 +138,10 @@ def claim(client: MlflowClient, experiment_id: str, spec_hash: str, runs: Iterab
     while True:
         name = f"litbench-claim/{experiment_id}/{spec_hash}/{attempt}"
         try:
-            claim_id = client.create_experiment(name)
+            # who claims it: on this host, a dead claimer is seen at once instead of after the grace
+            claim_id = client.create_experiment(
+                name, tags={tag.HOST: socket.gethostname(), tag.PID: str(os.getpid())}
+            )
         except MlflowException as err:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -151,9 +154,15 @@ def claim(client: MlflowClient, experiment_id: str, spec_hash: str, runs: Iterab
 
 
 def _abandoned(client: MlflowClient, claim_name: str) -> bool:
+    """Whether the worker that claimed this attempt died before it created its run: at once when
+    it ran on this host (its process is gone), else once the claim is older than the grace."""
     claimed = client.get_experiment_by_name(claim_name)
     if claimed is None or claimed.creation_time is None:
         return False
+    owner = claimed.tags or {}
+    here = owner.get(tag.HOST) == socket.gethostname() and owner.get(tag.PID, "").isdigit()
+    if here and not process_alive(int(owner[tag.PID])):
+        return True
     return time.time() - claimed.creation_time / 1000 > CLAIM_GRACE_S
 
 

@@ -84,3 +84,21 @@ def test_a_live_workers_run_stays_running_and_a_dead_ones_is_killed_with_tags(tr
     assert settled.info.status == "KILLED"
     assert settled.data.tags["litbench.trial.state"] == "failed"
     assert claims.cell_state([settled]).status == "missing"  # so the next attempt may claim it
+
+
+def test_a_claim_whose_worker_died_on_this_host_is_taken_over_at_once(tracking_uri: str) -> None:
+    """A worker that claimed an attempt and died before creating its run: the next worker takes the
+    next attempt at once (its process is gone), not after the 120 s grace for other hosts."""
+    from pathlib import Path
+
+    client = client_for(tracking_uri)
+    experiment_id = client.create_experiment("dead-claimer")
+    code = (
+        "from core.store import client_for; from experiments import claims; "
+        f"print(claims.claim(client_for({tracking_uri!r}), {experiment_id!r}, 'abc', runs=[]))"
+    )
+    repo = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "0"  # the dead worker had attempt 0
+    assert claims.claim(client, experiment_id, "abc", runs=[]) == 1
+    assert claims.claim(client, experiment_id, "abc", runs=[]) is None  # ours is alive: not taken over
