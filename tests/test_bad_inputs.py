@@ -319,3 +319,52 @@ def test_a_missing_glue_task_with_the_hub_unreachable_fails_at_once_and_quietly(
     assert lines[0].startswith("litbench run ") and lines[1].startswith("litbench: error: GLUE task 'cola'")
     assert "cannot be reached from this machine" in output
     assert "Retrying" not in output and "Traceback" not in output
+
+
+class _RunsCode:
+    """Pickles as a call of os.system: what a hostile weights file holds."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _bad_weights(kind: str, path: Path, marker: Path) -> None:
+    import torch
+
+    if kind == "random bytes":
+        path.write_bytes(bytes(range(256)) * 8)
+    elif kind == "truncated":
+        torch.save({"w": torch.zeros(64, 64)}, path)
+        path.write_bytes(path.read_bytes()[:500])
+    elif kind == "runs code":
+        torch.save({"w": _RunsCode(marker)}, path)
+    elif kind == "a tensor":
+        torch.save(torch.zeros(3), path)
+    elif kind == "another model":
+        torch.save({"net.0.weight": torch.zeros(3, 3)}, path)
+
+
+@pytest.mark.parametrize("kind", ["random bytes", "truncated", "runs code", "a tensor", "another model"])
+def test_weights_that_cannot_be_loaded_are_one_clear_error(kind, tmp_path, tracking_uri, capsys) -> None:
+    """A checkpoint (model.init_from) whose weights.pt is not loadable: exit 2 naming the file and
+    why, nothing tracked, and nothing in it executed."""
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "spec.yaml").write_text(TINY)
+    marker = tmp_path / "code-ran"
+    _bad_weights(kind, checkpoint / "weights.pt", marker)
+    child = TINY.replace("hidden: [16]", f"hidden: [16], init_from: {{checkpoint: {checkpoint}}}")
+    before = store_state(tracking_uri)
+    code = main(["run", text_spec(tmp_path, child), "--tracking-uri", tracking_uri])
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    assert code == 2, output
+    assert "Traceback" not in output
+    assert str(checkpoint / "weights.pt") in output or "init_from" in output
+    assert not marker.exists()
+    assert store_state(tracking_uri) == before

@@ -15,14 +15,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from core import tags as tag
 from core.context import Context
 from core.errors import SpecError
 from experiments import tracking
 from experiments.run.prepare import Prepared
 from experiments.run.restore import WEIGHTS_ARTIFACT, checkpoint_files, restore_checkpoint, restore_run
+from experiments.run.weights_file import read_state_dict
 from experiments.specs import RunRef, RunSpec
 from lightning_modules.architectures.parts import load_part
 from lightning_modules.distillation import SoftTargets
@@ -125,8 +124,8 @@ def init_weights(prepared: Prepared, ctx: Context, experiment: str) -> dict[str,
         parent = find_parent(ref, ctx, experiment, where, Path(tmp))
         if parent.run_id is not None:
             _check_vocabulary(prepared, ctx, parent.run_id)
+        state = read_state_dict(parent.weights, f"{where} {ref.shown()} weights")
         try:
-            state = torch.load(parent.weights, map_location="cpu", weights_only=True)
             load_part(prepared.network, state, ref.part)
         except (ValueError, RuntimeError, OSError, EOFError) as err:
             raise SpecError(

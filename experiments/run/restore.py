@@ -14,11 +14,10 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
-
 from core.context import Context
 from core.errors import SpecError
 from experiments.run.prepare import Prepared, prepare
+from experiments.run.weights_file import read_state_dict
 from experiments.specs import load_run_spec
 from tasks.text_classification import Submission, TextClassification
 
@@ -85,10 +84,10 @@ def checkpoint_files(path: Path) -> tuple[Path, Path]:
 
 def _rebuild(spec_file: Path, weights_file: Path, data_dir: Path) -> Prepared:
     prepared = prepare(load_run_spec(spec_file), data_dir)
+    state = read_state_dict(weights_file)
     try:
-        state = torch.load(weights_file, map_location="cpu", weights_only=True)
         prepared.network.load_state_dict(state)
-    except (RuntimeError, OSError, EOFError) as err:  # not a state dict, or another model's
+    except RuntimeError as err:  # another model's weights
         raise SpecError(
             f"{weights_file}: cannot load these weights into the {prepared.spec.model.name} of "
             f"{spec_file} ({str(err).splitlines()[0]}); the weights and the spec must come from the "
