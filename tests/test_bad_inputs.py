@@ -368,3 +368,26 @@ def test_weights_that_cannot_be_loaded_are_one_clear_error(kind, tmp_path, track
     assert str(checkpoint / "weights.pt") in output or "init_from" in output
     assert not marker.exists()
     assert store_state(tracking_uri) == before
+
+
+@pytest.mark.parametrize("command", [["ls"], ["grid", "GRID"]])
+def test_a_tracking_server_that_accepts_but_never_answers_is_reported_within_seconds(
+    command, tmp_path, capsys
+) -> None:
+    """A server that takes the connection and says nothing (hung, overloaded): one clear error within
+    15 s, from `ls` and from `grid`, not MLflow's minutes of retries."""
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes the handshakes; nobody ever reads or answers
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        argv = [grid_file(tmp_path) if part == "GRID" else part for part in command]
+        start = time.monotonic()
+        code = main([*argv, "--tracking-uri", uri])
+        elapsed = time.monotonic() - start
+    captured = capsys.readouterr()
+    assert code == 2, captured.out + captured.err
+    assert elapsed < 15
+    assert "did not answer" in captured.err and uri in captured.err
+    assert "Traceback" not in captured.out + captured.err

@@ -74,6 +74,7 @@ def handle(args: argparse.Namespace) -> int:
 
         cluster = ray_cluster.connect(ray_cluster.resolve_address(args.ray_address))
         ray_cluster.warm_workers(cluster, args.cpus_per_run)
+    ctx = context_of(args)  # a store that cannot be used: said before the grid's imports and checks
     from experiments.sweeps.grid import expand, load_grid
 
     grid = load_grid(args.grid, args.overrides)
@@ -84,7 +85,6 @@ def handle(args: argparse.Namespace) -> int:
 
     quiet_libraries()
     out = console()
-    ctx = context_of(args)
     cells = resolve_cells(cells, ctx)  # runs and checkpoints named by init_from or a teacher
     if grid.tune is not None:  # each configuration's study first; its cells then run its best spec
         from cli.progress import print_study_event

@@ -25,13 +25,13 @@ def add_parser(commands) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    ctx = context_of(args)  # a store that cannot be used: said first, in seconds
     from experiments.specs import load_run_spec
 
     spec = load_run_spec(args.spec, args.overrides)  # validate before the heavy imports
     from experiments.environment import launched_rank
     from experiments.run.runner import RunFailedError, execute
 
-    ctx = context_of(args)
     if launched_rank() > 0:  # a DDP rank that Lightning started by running this command again
         execute(spec, ctx, experiment="")
         return EXIT_OK

@@ -75,6 +75,10 @@ def handle(args: argparse.Namespace) -> int:
 
         cluster = ray_cluster.connect(ray_cluster.resolve_address(args.ray_address))
         ray_cluster.warm_workers(cluster, args.cpus_per_run)
+    ctx = context_of(args)  # a store or storage that cannot be used: said first, in seconds
+    from experiments.tuning.storage import resolve_storage
+
+    resolve_storage(args.storage, ctx.tracking_uri)
     from experiments.tuning.study_spec import load_study_spec
 
     spec = load_study_spec(args.study)
@@ -86,10 +90,6 @@ def handle(args: argparse.Namespace) -> int:
 
     quiet_libraries()
     out = console()
-    ctx = context_of(args)
-    from experiments.tuning.storage import resolve_storage
-
-    resolve_storage(args.storage, ctx.tracking_uri)  # a bad --storage: one paragraph, before anything
     trials = args.trials or spec.trials
     workers = f"{args.workers} worker{'s' if args.workers > 1 else ''}"
     ray = None
