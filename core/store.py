@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 STORE_DIR = Path("mlruns")  # relative to the working directory, like MLflow's own default
+# An `mlflow server` that stops answering: MLflow's defaults retry a request 7 times over about 250 s,
+# and wait 120 s for each answer. These ride out a server restart of a minute (5 retries, waits of
+# 2, 4, 8, 16 and 32 s) and report a hung one in half a minute; MLFLOW_HTTP_REQUEST_* set by the
+# user are kept.
+SERVER_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -53,6 +58,9 @@ def client_for(tracking_uri: str) -> MlflowClient:
     check_tracking_uri(tracking_uri)  # seconds, not minutes, and one paragraph, for a bad location
     from mlflow import MlflowClient
 
+    if tracking_uri.startswith(("http://", "https://")):
+        for name, value in SERVER_RETRIES.items():  # the user's own settings win
+            os.environ.setdefault(name, value)
     if not tracking_uri.startswith("sqlite:///"):
         return MlflowClient(tracking_uri=tracking_uri)
     db_path = Path(tracking_uri.removeprefix("sqlite:///"))
