@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from core.context import Context
 
@@ -62,6 +63,19 @@ def context_of(args: argparse.Namespace) -> Context:
 
     ctx = Context.resolve(getattr(args, "tracking_uri", None), getattr(args, "data_dir", None))
     check_tracking_uri(ctx.tracking_uri)
+    return ctx
+
+
+def existing_store(ctx: Context) -> Context:
+    """For commands that only read: a SQLite store that does not exist is an error, not a new store."""
+    from core.errors import InputError
+
+    uri = ctx.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise InputError(
+            f"no tracking store at {uri}: nothing was tracked there yet; run from the folder that holds "
+            "mlruns/, or pass the store with --tracking-uri (or MLFLOW_TRACKING_URI)"
+        )
     return ctx
 
 

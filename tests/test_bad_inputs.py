@@ -197,6 +197,101 @@ CASES: dict[str, Case] = {
         "is a file",
     ),
     "storage neither": (lambda t: ["tune", STUDY, "--storage", "optuna.txt"], "optuna.txt"),
+    # more spec values
+    "max_epochs 0": (lambda t: ["run", spec_with(t, "max_epochs: 1", "max_epochs: 0")], "max_epochs"),
+    "max_epochs negative": (lambda t: ["run", spec_with(t, "max_epochs: 1", "max_epochs: -3")], "max_epochs"),
+    "dropout 1.5": (
+        lambda t: ["run", spec_with(t, "tracking:", "regularization: {dropout: 1.5}\ntracking:")],
+        "dropout",
+    ),
+    "label smoothing negative": (
+        lambda t: ["run", spec_with(t, "tracking:", "regularization: {label_smoothing: -0.1}\ntracking:")],
+        "label_smoothing",
+    ),
+    "unknown schedule": (
+        lambda t: ["run", spec_with(t, "tracking:", "schedule: {name: cosinee}\ntracking:")],
+        "cosinee",
+    ),
+    "unknown precision": (
+        lambda t: ["run", spec_with(t, "accelerator: cpu", "accelerator: cpu, precision: '17'")],
+        "precision",
+    ),
+    "unknown accelerator": (
+        lambda t: ["run", spec_with(t, "accelerator: cpu", "accelerator: tpuu")],
+        "accelerator",
+    ),
+    "heatmaps negative": (lambda t: ["run", spec_with(t, "heatmaps: 0", "heatmaps: -1")], "heatmaps"),
+    "seed a word": (lambda t: ["run", spec_with(t, "seed: 0", "seed: zero")], "seed"),
+    "hidden a word": (lambda t: ["run", spec_with(t, "hidden: [16]", "hidden: wide")], "hidden"),
+    "model for other data": (
+        lambda t: ["run", spec_with(t, "name: mlp, hidden: [16]", "name: gru_attention")],
+        "gru_attention",
+    ),
+    # flags
+    "--workers 0": (lambda t: ["grid", grid_file(t), "--workers", "0"], "--workers"),
+    "--runs-per-gpu 0": (lambda t: ["grid", grid_file(t), "--runs-per-gpu", "0"], "--runs-per-gpu"),
+    "--workers a word": (lambda t: ["grid", grid_file(t), "--workers", "two"], "--workers"),
+    "unknown executor": (lambda t: ["grid", grid_file(t), "--executor", "slurm"], "--executor"),
+    "--trials 0": (lambda t: ["tune", STUDY, "--trials", "0"], "--trials"),
+    # more grids
+    "grid unknown axis field": (
+        lambda t: ["grid", grid_file(t, TINY_GRID + "axes:\n  optimizer.lrr: [0.1, 0.01]\n")],
+        "lrr",
+    ),
+    "grid axis not a list": (
+        lambda t: ["grid", grid_file(t, TINY_GRID + "axes:\n  optimizer.lr: 0.1\n")],
+        "optimizer.lr",
+    ),
+    "grid seeds a word": (
+        lambda t: ["grid", grid_file(t, TINY_GRID.replace("seeds: [0]", "seeds: many"))],
+        "seeds",
+    ),
+    "grid not YAML": (lambda t: ["grid", grid_file(t, "name: [x\n")], "not valid YAML"),
+    "grid zip of unequal lengths": (
+        lambda t: [
+            "grid",
+            grid_file(t, TINY_GRID + "zip:\n  - {optimizer.lr: [0.1, 0.01], trainer.max_epochs: [1]}\n"),
+        ],
+        "zip",
+    ),
+    # studies
+    "study missing": (lambda t: ["tune", str(t / "nostudy.yaml")], "nostudy.yaml"),
+    "study unknown key": (
+        lambda t: ["tune", text_spec(t, Path(STUDY).read_text() + "samplerr: {}\n", "study.yaml")],
+        "samplerr",
+    ),
+    "study low above high": (
+        lambda t: [
+            "tune",
+            text_spec(
+                t,
+                Path(STUDY).read_text().replace("low: 1.0e-4, high: 0.3", "low: 0.3, high: 1.0e-4"),
+                "s.yaml",
+            ),
+        ],
+        "low",
+    ),
+    "study unknown objective": (
+        lambda t: [
+            "tune",
+            text_spec(
+                t, Path(STUDY).read_text().replace("objective: val/acc", "objective: val/acc2"), "s.yaml"
+            ),
+        ],
+        "val/acc2",
+    ),
+    "study unknown space field": (
+        lambda t: [
+            "tune",
+            text_spec(
+                t, Path(STUDY).read_text().replace("optimizer.lr: {type", "optimizer.lrr: {type"), "s.yaml"
+            ),
+        ],
+        "lrr",
+    ),
+    # reports and listings
+    "report from no store": (lambda t: ["report", "no-such-grid"], "no tracking store"),
+    "ls from no store": (lambda t: ["ls", "no-such-experiment"], "no tracking store"),
     # run ids
     "predict unknown run": (lambda t: ["predict", "0123456789abcdef0123456789abcdef"], "0123456789abcdef"),
 }
@@ -221,7 +316,10 @@ def run_case(case: Case, tmp_path: Path, tracking_uri: str, capsys) -> tuple[int
     argv = build(tmp_path)
     if "--tracking-uri" not in argv:
         argv = [*argv, "--tracking-uri", tracking_uri]
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse refusing a flag: its usage line and error, exit 2
+        code = stop.code
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 
@@ -232,7 +330,7 @@ def test_bad_input_is_one_clear_error(name, tmp_path, tracking_uri, capsys) -> N
     code, output = run_case(CASES[name], tmp_path, tracking_uri, capsys)
     assert code == 2, output
     assert "Traceback" not in output
-    message = output[output.index("litbench: error: ") :]
+    message = output[output.index("error: ") :]  # ours, or argparse's for a bad flag
     assert CASES[name][1] in message, message
     assert store_state(tracking_uri) == before
 
@@ -245,6 +343,13 @@ def test_the_same_with_a_store_that_holds_runs(tmp_path, tracking_uri, capsys) -
     for name in ("batch size 0", "--set broken list", "grid bad base value", "grid dry-run, bad value"):
         code, output = run_case(CASES[name], tmp_path, tracking_uri, capsys)
         assert code == 2 and "Traceback" not in output, (name, output)
+    for argv, culprit in (
+        (["report", "no-such-grid"], "no-such-grid"),
+        (["ls", "no-such-exp"], "no-such-exp"),
+    ):
+        assert main([*argv, "--tracking-uri", tracking_uri]) == 2
+        captured = capsys.readouterr()
+        assert culprit in captured.err and "Traceback" not in captured.out + captured.err
     assert store_state(tracking_uri) == before
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.common import EXIT_OK, add_store, console, context_of
+from cli.common import EXIT_OK, add_store, console, context_of, existing_store
 
 
 def add_parser(commands) -> None:
@@ -36,6 +36,8 @@ def handle(args: argparse.Namespace) -> int:
     from core.errors import InputError
 
     ctx = context_of(args)
+    if args.experiment:
+        existing_store(ctx)
     client = ctx.client
     if not args.experiment:
         table = Table("experiment", "runs", title=ctx.tracking_uri)

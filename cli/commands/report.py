@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.common import EXIT_OK, add_store, console, context_of
+from cli.common import EXIT_OK, add_store, console, context_of, existing_store
 
 DESCRIPTION = (
     "Read the grid's runs from MLflow (the tracker is the only source) and write to OUT: summary.md "
@@ -54,7 +54,7 @@ def handle(args: argparse.Namespace) -> int:
     from reports.study_record import is_study
 
     experiment = _grid_name(args.grid)
-    ctx = context_of(args)
+    ctx = existing_store(context_of(args))
     out_dir = Path(args.out) if args.out else None
     out = console()
     with out.status("reading runs", spinner="dots") as status:
