@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from core.store import client_for
-from experiments.run.prepare import prepare
 from experiments.specs import SpecError, validate_run_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,17 +156,16 @@ def test_a_model_that_does_not_fit_the_data_is_one_spec_error(
 
 def test_augment_on_a_translation_corpus_is_a_clear_error(tmp_path: Path) -> None:
     write_copy_corpus(tmp_path)
-    spec = validate_run_spec(
-        {
-            "data": {
-                "name": "translation",
-                "corpus": "files",
-                "source_file": "copy.src",
-                "target_file": "copy.tgt",
-            },
-            "model": {"name": "gru_attention"},
-            "regularization": {"augment": True},
-        }
-    )
-    with pytest.raises(ValueError, match="no policy for translation"):
-        prepare(spec, tmp_path)
+    with pytest.raises(SpecError, match="no policy for translation"):  # at validation, before anything runs
+        validate_run_spec(
+            {
+                "data": {
+                    "name": "translation",
+                    "corpus": "files",
+                    "source_file": "copy.src",
+                    "target_file": "copy.tgt",
+                },
+                "model": {"name": "gru_attention"},
+                "regularization": {"augment": True},
+            }
+        )

@@ -23,9 +23,12 @@ def add_parser(commands) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from core.context import Context
     from experiments.ui import serve
 
-    ctx = context_of(args)
+    ctx = Context.resolve(args.tracking_uri)
+    if not ctx.tracking_uri.startswith(("http://", "https://")):  # a server: refused below, in its words
+        ctx = context_of(args)
     out = console()
 
     def ready(url: str) -> None:
