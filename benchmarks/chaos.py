@@ -5,8 +5,8 @@ folder in a scratch directory), as a team would run it, with the commands starte
 1. Whole grids: `litbench grid` (12 tiny digits cells, `--workers 2`) is SIGKILLed, with its fork
    server and every worker (its process group), at a random moment, ``--grid-kills`` times.
 2. Single workers: in a grid of its own, a worker that holds a RUNNING run is SIGKILLed (read off its
-   run's `litbench.pid` tag), ``--worker-kills`` times, each in a new grid command and each on a cell
-   not killed before (a cell killed twice in a row is FAILED on purpose: the grid must not loop).
+   run's `litbench.pid` tag), in ``--worker-kills`` grids of their own (a cell killed twice in a row
+   is FAILED on purpose, so that a grid never loops: each grid loses one worker once).
 3. Whole studies: `litbench tune` (digits, 2 workers) is SIGKILLed at a random moment,
    ``--study-kills`` times.
 4. The tracking server: stopped for ``--outage`` seconds in the middle of a grid of its own, then
@@ -36,7 +36,7 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-GRID = """name: {name}
+GRID = """name: GRID_NAME
 base:
   data: {name: digits, batch_size: 32}
   model: {name: mlp, hidden: [32]}
@@ -56,7 +56,7 @@ space:
   optimizer.lr: {type: float, low: 1.0e-4, high: 0.3, log: true}
 objective: val/acc
 sampler: {name: tpe, seed: 0}
-trials: 10
+trials: 24
 """
 CELLS = 12
 
@@ -145,36 +145,27 @@ def args_experiment(args: list[str]) -> str:
     return Path(args[1]).stem
 
 
-def kill_workers(times: int, scratch: Path, uri: str, seen: set[str]) -> int:
-    """In a new grid command each time, SIGKILL one worker that holds a RUNNING run of a cell whose
-    earlier runs were never killed this way."""
-    kills, killed_cells = 0, set()
-    for _ in range(times):
-        command = litbench(["grid", "chaos_workers.yaml", "--workers", "2"], scratch, uri)
+def kill_workers(times: int, scratch: Path, uri: str, seen: set[str]) -> list[str]:
+    """``times`` grids of their own (chaos_workers_<i>), each started once: one worker that holds a
+    RUNNING run is SIGKILLed, the grid goes on without it. Returns the grids' names."""
+    names = []
+    for i in range(times):
+        name = f"chaos_workers_{i}"
+        (scratch / f"{name}.yaml").write_text(GRID.replace("GRID_NAME", name, 1))
+        names.append(name)
+        command = litbench(["grid", f"{name}.yaml", "--workers", "2"], scratch, uri)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and command.poll() is None:
-            running = [r for r in runs_of(uri, "chaos_workers") if r.info.status == "RUNNING"]
-            target = next(
-                (
-                    r
-                    for r in running
-                    if r.data.tags.get("litbench.pid", "").isdigit()
-                    and r.data.tags.get("litbench.spec_hash") not in killed_cells
-                ),
-                None,
-            )
+            running = [r for r in runs_of(uri, name) if r.info.status == "RUNNING"]
+            target = next((r for r in running if r.data.tags.get("litbench.pid", "").isdigit()), None)
             if target is not None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(target.data.tags["litbench.pid"]), signal.SIGKILL)
-                    kills += 1
-                    killed_cells.add(target.data.tags.get("litbench.spec_hash"))
-                except ProcessLookupError:
-                    continue
-                break
+                    break
             time.sleep(0.2)
         command.wait(timeout=300)
-        seen |= finished_ids(uri, "chaos_workers")
-    return kills
+        seen |= finished_ids(uri, name)
+    return names
 
 
 def main() -> None:
@@ -190,9 +181,9 @@ def main() -> None:
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="litbench-chaos-") as tmp:
         scratch = Path(tmp)
-        grids = ("chaos", "chaos_workers", "chaos_outage")
+        grids: tuple[str, ...] = ("chaos", "chaos_outage")
         for name in grids:
-            (scratch / f"{name}.yaml").write_text(GRID.format(name=name))
+            (scratch / f"{name}.yaml").write_text(GRID.replace("GRID_NAME", name, 1))
         (scratch / "chaos_study.yaml").write_text(STUDY)
         server = Server(scratch)
         server.start()
@@ -208,7 +199,13 @@ def main() -> None:
             print(f"grid: {grid_kills} SIGKILLs of the whole grid", flush=True)
             study_kills = kill_whole(study_args, args.study_kills, rng, scratch, uri, seen)
             print(f"study: {study_kills} SIGKILLs of the whole study", flush=True)
-            worker_kills = kill_workers(args.worker_kills, scratch, uri, seen)
+            worker_grids = kill_workers(args.worker_kills, scratch, uri, seen)
+            grids = (*grids, *worker_grids)
+            worker_kills = sum(
+                r.data.tags.get("litbench.killed_by") == "SIGKILL"
+                for n in worker_grids
+                for r in runs_of(uri, n)
+            )
             print(f"workers: {worker_kills} SIGKILLs of one worker", flush=True)
             outage = litbench(["grid", "chaos_outage.yaml", "--workers", "2"], scratch, uri)
             time.sleep(14.0)

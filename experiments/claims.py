@@ -134,7 +134,10 @@ def claim(client: MlflowClient, experiment_id: str, spec_hash: str, runs: Iterab
 
     runs = list(runs)
     attempts_with_runs = {r.data.tags.get(tag.ATTEMPT) for r in runs}
-    attempt = len(runs)
+    # after the last attempt that has a run: a taken-over claim leaves a gap (runs of attempts 0 and
+    # 2), and counting runs would point at attempt 2 again, claimed forever by a run that exists
+    numbered = [int(a) for a in attempts_with_runs if a and a.isdigit()]
+    attempt = max(len(runs), max(numbered, default=-1) + 1)
     while True:
         name = f"litbench-claim/{experiment_id}/{spec_hash}/{attempt}"
         try:

@@ -102,3 +102,12 @@ def test_a_claim_whose_worker_died_on_this_host_is_taken_over_at_once(tracking_u
     assert done.stdout.strip().splitlines()[-1] == "0"  # the dead worker had attempt 0
     assert claims.claim(client, experiment_id, "abc", runs=[]) == 1
     assert claims.claim(client, experiment_id, "abc", runs=[]) is None  # ours is alive: not taken over
+
+
+def test_after_a_taken_over_claim_the_next_attempt_is_past_the_gap(tracking_uri: str) -> None:
+    """Runs of attempts 0 and 2 (attempt 1 was claimed by a worker that died before its run): the
+    next claim is attempt 3, not attempt 2 again, which its run holds (a grid looped on it)."""
+    client = client_for(tracking_uri)
+    experiment_id = client.create_experiment("gap")
+    runs = [client.create_run(experiment_id, tags={tag.ATTEMPT: str(a)}) for a in (0, 2)]
+    assert claims.claim(client, experiment_id, "abc", runs=runs) == 3
