@@ -36,28 +36,23 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-GRID = """name: GRID_NAME
-base:
+BASE = """base:
   data: {name: digits, batch_size: 32}
   model: {name: mlp, hidden: [32]}
   trainer: {max_epochs: 3, limit_train_batches: 8, limit_val_batches: 2, accelerator: cpu}
   tracking: {heatmaps: 0, log_checkpoint: false}
-axes:
-  optimizer.lr: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3]
-seeds: [0, 1]
 """
-STUDY = """name: chaos_study
-base:
-  data: {name: digits, batch_size: 32}
-  model: {name: mlp, hidden: [32]}
-  trainer: {max_epochs: 3, limit_train_batches: 8, limit_val_batches: 2, accelerator: cpu}
-  tracking: {heatmaps: 0, log_checkpoint: false}
-space:
-  optimizer.lr: {type: float, low: 1.0e-4, high: 0.3, log: true}
-objective: val/acc
-sampler: {name: tpe, seed: 0}
-trials: 24
-"""
+GRID = (
+    "name: GRID_NAME\n"
+    + BASE
+    + "axes:\n  optimizer.lr: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3]\nseeds: [0, 1]\n"
+)
+STUDY = (
+    "name: chaos_study\n"
+    + BASE
+    + "space:\n  optimizer.lr: {type: float, low: 1.0e-4, high: 0.3, log: true}\n"
+    + "objective: val/acc\nsampler: {name: tpe, seed: 0}\ntrials: 24\n"
+)
 CELLS = 12
 
 

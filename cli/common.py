@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from core.context import Context
+from core.store import sqlite_missing
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -71,7 +71,7 @@ def existing_store(ctx: Context) -> Context:
     from core.errors import InputError
 
     uri = ctx.tracking_uri
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    if sqlite_missing(uri):
         raise InputError(
             f"no tracking store at {uri}: nothing was tracked there yet; run from the folder that holds "
             "mlruns/, or pass the store with --tracking-uri (or MLFLOW_TRACKING_URI)"

@@ -35,6 +35,12 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
 
 
+def sqlite_missing(uri: str) -> bool:
+    """Whether ``uri`` is a SQLite store (or storage) whose file does not exist: opening it would
+    create it, which a command that only reads must not do."""
+    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
+
+
 def default_artifact_location(tracking_uri: str) -> str | None:
     """Artifacts of the embedded SQLite store go beside the database; a server chooses its own."""
     if not tracking_uri.startswith("sqlite:///"):

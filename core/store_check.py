@@ -41,8 +41,18 @@ class StoreError(InputError):
     """A tracking store or an Optuna storage that cannot be used as given."""
 
 
+_CHECKED: set[str] = set()  # locations that passed in this process: the command asks, then its client
+
+
 def check_tracking_uri(uri: str, flag: str = "tracking URI") -> None:
     """A usable MLflow tracking URI: an RDB URL, an MLflow server (``http(s)://``), ``databricks``."""
+    if uri in _CHECKED:
+        return
+    _check_tracking_uri(uri, flag)
+    _CHECKED.add(uri)
+
+
+def _check_tracking_uri(uri: str, flag: str) -> None:
     scheme = uri.partition("://")[0].lower() if "://" in uri else ""
     if scheme in ("http", "https"):
         _check_mlflow_server(uri, flag)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from core.context import Context
 from core.errors import SpecError
+from core.store import sqlite_missing
 from experiments.run.prepare import Prepared, prepare
 from experiments.run.weights_file import read_state_dict
 from experiments.specs import load_run_spec
@@ -31,7 +32,7 @@ def restore_run(run_id: str, ctx: Context) -> Prepared:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # two small files: no bars
     uri = ctx.tracking_uri
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    if sqlite_missing(uri):
         raise SpecError(  # opening it would create an empty store
             f"no run {run_id!r}: there is no store at {uri}; pass the --tracking-uri the run was tracked in"
         )

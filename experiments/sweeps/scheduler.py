@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from core import tags as tag
 from core.context import Context
+from core.store import sqlite_missing
 from experiments import claims, tracking
 from experiments.events import (
     CellBlocked,
@@ -72,7 +73,7 @@ def preview(cells: Sequence[GridCell], experiment: str, ctx: Context) -> dict[st
     hashes = [c.spec.spec_hash for c in cells]
     missing = {h: claims.CellState("missing", ()) for h in hashes}
     uri = ctx.tracking_uri
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    if sqlite_missing(uri):
         return missing  # opening it would create it
     found = ctx.client.get_experiment_by_name(experiment)
     if found is None:

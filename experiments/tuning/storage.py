@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial
 
 from core import tags as tag
 from core.errors import SpecError
-from core.store import default_optuna_storage
+from core.store import default_optuna_storage, sqlite_missing
 from core.store_check import check_database_url, check_sqlite_path
 from experiments.tuning.study_spec import StudySpec, resolve_objective
 
@@ -121,7 +121,7 @@ def prepare_study(spec: StudySpec, location: str) -> optuna.Study:
 
 def stored_study(name: str, location: str) -> optuna.Study | None:
     """The study in the storage, or None; never creates the storage or the study."""
-    if location.startswith("sqlite:///") and not Path(location.removeprefix("sqlite:///")).exists():
+    if sqlite_missing(location):
         return None
     if "://" not in location and not Path(location).exists():
         return None
