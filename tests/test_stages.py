@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -119,26 +121,54 @@ def test_dependents_of_a_failed_cell_are_left_unrun_with_the_reason(
     assert len(runs_by_status(uri, "staged")["KILLED"]) == 4  # the same reason is not recorded twice
 
 
-def _kill_when(grid, uri: str, stage: str) -> None:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and grid.poll() is None:
-        if Path(uri.removeprefix("sqlite:///")).exists():
-            running = runs_by_status(uri, "staged").get("RUNNING", [])
-            if any(r.data.tags.get(tag.STAGE) == stage for r in running):
-                os.killpg(grid.pid, signal.SIGKILL)  # the grid, its fork server and every worker
-                grid.wait(timeout=30)
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"no {stage} run was ever in flight: {grid.communicate()[0]}")
+def _in_flight(uri: str, stage: str, before: set[str]) -> list[str]:
+    """Ids of the runs of `stage` RUNNING now that were not there before this grid started (a run
+    orphaned by an earlier kill is RUNNING too, until the new grid takes it over). Read with sqlite3:
+    an MLflow client's first look at a store being created takes seconds, longer than a tiny cell."""
+    store = Path(uri.removeprefix("sqlite:///"))
+    if not store.exists():
+        return []
+    query = (
+        "SELECT runs.run_uuid FROM runs JOIN tags ON runs.run_uuid = tags.run_uuid "
+        "WHERE runs.status = 'RUNNING' AND tags.key = ? AND tags.value = ?"
+    )
+    try:
+        with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=1)) as db:
+            found = [row[0] for row in db.execute(query, (tag.STAGE, stage))]
+    except sqlite3.OperationalError:  # the tables are not made yet, or a write holds the lock
+        return []
+    return [run_id for run_id in found if run_id not in before]
+
+
+def _kill_in_flight(command: tuple[str, ...], cwd: Path, uri: str, stage: str) -> None:
+    """SIGKILL a grid while one of its own `stage` runs is in flight; a tiny run can finish between
+    the look and the kill, so try again (a new grid on the same store) until one was caught."""
+    for _ in range(5):
+        store = Path(uri.removeprefix("sqlite:///"))
+        seen = runs_by_status(uri, "staged").values() if store.exists() else []
+        before = {r.info.run_id for runs in seen for r in runs}
+        grid = litbench(*command, cwd=cwd, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and grid.poll() is None and not _in_flight(uri, stage, before):
+            time.sleep(0.05)
+        if grid.poll() is not None:
+            raise AssertionError(f"no {stage} run was ever in flight: {grid.communicate()[0]}")
+        os.killpg(grid.pid, signal.SIGKILL)  # the grid, its fork server and every worker
+        grid.wait(timeout=30)
+        if _in_flight(uri, stage, before):
+            return
+    raise AssertionError(f"five kills in the {stage} stage, none caught a run in flight")
 
 
 def test_sigkills_in_either_stage_resume_to_one_run_per_cell_and_parents_first(tmp_path: Path) -> None:
-    (tmp_path / "g.yaml").write_text(STAGED)
+    # cells of a second or two, so that a kill can land inside one
+    slower = STAGED.replace("max_epochs: 2, limit_train_batches: 6", "max_epochs: 6, limit_train_batches: 40")
+    assert slower != STAGED
+    (tmp_path / "g.yaml").write_text(slower)
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     command = ("grid", "g.yaml", "--workers", "2", "--tracking-uri", uri)
     for stage in ("pretrain", "finetune"):
-        _kill_when(litbench(*command, cwd=tmp_path, start_new_session=True), uri, stage)
-        assert runs_by_status(uri, "staged").get("RUNNING"), f"no run was in flight at the {stage} kill"
+        _kill_in_flight(command, tmp_path, uri, stage)
     again = litbench(*command, cwd=tmp_path)
     output, _ = again.communicate(timeout=600)
     assert again.returncode == 0, output
