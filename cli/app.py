@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cli.commands import grid, ls, predict, report, run, tune, ui
+from cli.commands import grid, ls, predict, report, run, suite, tune, ui
 from cli.common import EXIT_BAD_INPUT, error
 
-COMMANDS = (run, grid, tune, ls, report, predict, ui)  # each adds its parser(s) and handler
+COMMANDS = (run, grid, suite, tune, ls, report, predict, ui)  # each adds its parser(s) and handler
 
 
 def build_parser() -> argparse.ArgumentParser:

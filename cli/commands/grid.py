@@ -38,33 +38,47 @@ def add_parser(commands) -> None:
         "grid", help="run every cell of a grid file that has no FINISHED run yet", description=DESCRIPTION
     )
     grid.add_argument("grid", help="a grid YAML file, e.g. experiments/grids/quickstart.yaml")
-    add_overrides(grid, "override a field of the grid's base spec for every cell")
-    add_store(grid)
-    grid.add_argument(
+    add_grid_options(grid, "override a field of the grid's base spec for every cell")
+    grid.set_defaults(handler=handle)
+
+
+def add_grid_options(parser, overrides_help: str) -> None:
+    """The options of running grids, shared by ``litbench grid`` and ``litbench suite``."""
+    add_overrides(parser, overrides_help)
+    add_store(parser)
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="print the plan (runs, hashes, done/missing/failed/running; a tuned grid's studies) only",
     )
-    grid.add_argument(
+    parser.add_argument(
         "--workers",
         type=positive_int,
         default=1,
         help="runs (and a tuned grid's trials) at once on CPU; each gets cores/N threads (default: 1); "
         "with --executor ray the cluster's free CPUs decide instead",
     )
-    grid.add_argument(
+    parser.add_argument(
         "--runs-per-gpu",
         type=positive_int,
         default=1,
         help="runs packed on each GPU where GPUs exist (default: 1)",
     )
-    add_executor(grid, "cells")
-    grid.add_argument("--retry-failed", action="store_true", help="run cells whose last run FAILED again")
-    grid.add_argument("--force", action="store_true", help="run every cell again, FINISHED ones included")
-    grid.set_defaults(handler=handle)
+    add_executor(parser, "cells")
+    parser.add_argument("--retry-failed", action="store_true", help="run cells whose last run FAILED again")
+    parser.add_argument("--force", action="store_true", help="run every cell again, FINISHED ones included")
 
 
 def handle(args: argparse.Namespace) -> int:
+    ctx = start(args)
+    from experiments.sweeps.grid import load_grid
+
+    return run_loaded(args, ctx, load_grid(args.grid, args.overrides), where=args.grid)
+
+
+def start(args: argparse.Namespace):
+    """Start what the workers fork from (or warm the Ray workers), then check the store: the store's
+    problems are said before the grid's imports and checks. Returns the command's context."""
     if not args.dry_run and args.executor == "process":
         from experiments.processes import start_fork_server
 
@@ -74,11 +88,14 @@ def handle(args: argparse.Namespace) -> int:
 
         cluster = ray_cluster.connect(ray_cluster.resolve_address(args.ray_address))
         ray_cluster.warm_workers(cluster, args.cpus_per_run)
-    ctx = context_of(args)  # a store that cannot be used: said before the grid's imports and checks
-    from experiments.sweeps.grid import expand, load_grid
+    return context_of(args)
 
-    grid = load_grid(args.grid, args.overrides)
-    cells = expand(grid, where=args.grid)
+
+def run_loaded(args: argparse.Namespace, ctx, grid, where: str) -> int:
+    """Run (or with --dry-run, plan) a loaded grid; ``where`` names its file in messages."""
+    from experiments.sweeps.grid import expand
+
+    cells = expand(grid, where=where)
     from experiments.environment import quiet_libraries
     from experiments.sweeps.preflight import Preflight
     from experiments.sweeps.scheduler import Policy, preview, resolve_cells
@@ -96,7 +113,7 @@ def handle(args: argparse.Namespace) -> int:
             ctx,
             workers=args.workers,
             dry_run=args.dry_run,
-            where=args.grid,
+            where=where,
             on_event=lambda event: print_study_event(out, event),
             ray=_ray_options(args),
         )

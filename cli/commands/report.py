@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from cli.common import EXIT_OK, add_store, console, context_of, existing_store
+from core.errors import SpecError
 
 DESCRIPTION = (
     "Read the grid's runs from MLflow (the tracker is the only source) and write to OUT: summary.md "
@@ -22,7 +23,12 @@ DESCRIPTION = (
     "byte-identical tables. "
     "For a study of `litbench tune`, the trials are read (read-only) from the Optuna storage its parent "
     "run records and OUT gets summary.md, trials.csv, best_trials.md, optimization_history.png, "
-    "param_importances.png (fANOVA), intermediate_values.png and report.html."
+    "param_importances.png (fANOVA), intermediate_values.png and report.html. "
+    "For a suite file (`litbench suite`), OUT gets the methods compared across the workloads: "
+    "performance_profiles.png and cd_diagram.png, time-to-target with censoring (how many runs reached "
+    "the target, the median and the Kaplan-Meier median), ranks with Friedman's test and Nemenyi's "
+    "critical difference, interquartile means of normalized scores with stratified bootstrap CIs, "
+    "tables.md, the CSVs and summary.md."
 )
 
 
@@ -33,7 +39,9 @@ def add_parser(commands) -> None:
         description=DESCRIPTION,
     )
     report.add_argument(
-        "grid", help="the grid's or study's experiment name, or its YAML file (its `name` is used)"
+        "grid",
+        help="the grid's or study's experiment name, or its YAML file (its `name` is used), or a suite "
+        "YAML file",
     )
     add_store(report, data=False)
     report.add_argument("--out", help="output directory (default: reports/<grid or study>)")
@@ -51,8 +59,11 @@ def add_parser(commands) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from experiments.sweeps.suite import is_suite_file
     from reports.study_record import is_study
 
+    if is_suite_file(args.grid):
+        return _suite_report(args)
     experiment = _grid_name(args.grid)
     ctx = existing_store(context_of(args))
     out_dir = Path(args.out) if args.out else None
@@ -81,6 +92,40 @@ def handle(args: argparse.Namespace) -> int:
                 mode=args.mode,
                 progress=lambda step: status.update(step),
             )
+    out.print((report.out_dir / "summary.md").read_text(), markup=False)
+    out.print(
+        f"[bold]wrote {len(report.files)} files to {report.out_dir}/:[/] "
+        + ", ".join(str(p.relative_to(report.out_dir)) for p in report.files)
+    )
+    return EXIT_OK
+
+
+def _suite_report(args: argparse.Namespace) -> int:
+    """A suite file: its methods compared across its workloads (reports/suite.py)."""
+    from experiments.sweeps.suite import load_suite
+    from reports.suite import write_suite_report
+    from reports.suite_collect import SuitePlan, WorkloadPlan
+
+    if args.metric or args.mode:
+        raise SpecError(
+            "a suite is compared on each workload's own task metric and its declared direction; "
+            "--metric and --mode apply to grids only: drop them"
+        )
+    suite = load_suite(args.grid)
+    ctx = existing_store(context_of(args))
+    plan = SuitePlan(
+        suite.name,
+        suite.method,
+        [WorkloadPlan(w.name, w.experiment, w.target, w.budget_s) for w in suite.workloads],
+    )
+    out = console()
+    with out.status("reading runs", spinner="dots") as status:
+        report = write_suite_report(
+            ctx.tracking_uri,
+            plan,
+            Path(args.out) if args.out else None,
+            progress=lambda step: status.update(step),
+        )
     out.print((report.out_dir / "summary.md").read_text(), markup=False)
     out.print(
         f"[bold]wrote {len(report.files)} files to {report.out_dir}/:[/] "

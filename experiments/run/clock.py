@@ -11,6 +11,8 @@ from lightning.pytorch import Callback
 
 from core.metrics import TaskProtocol, better
 
+ELAPSED = "perf/val_elapsed_s"  # logged at every validation: seconds of fit until it ended
+
 
 @dataclass
 class EpochMark:
@@ -46,6 +48,8 @@ class BenchmarkClock(Callback):
             return
         elapsed = time.perf_counter() - self._start
         self.marks.append(EpochMark(trainer.current_epoch, elapsed, float(value)))
+        # beside val/<metric> at the same step: a report can find the time-to-target of any target
+        pl_module.log(ELAPSED, elapsed, on_epoch=True, on_step=False)
 
     def summary(self) -> dict[str, float]:
         """Metrics for the tracker; time-to-target only when the target was reached."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import difflib
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -173,12 +173,19 @@ class GridCell:
     needs: tuple[str, ...] = ()  # spec hashes of the cells it starts from: they must FINISH first
 
 
-def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> GridSpec:
+def load_grid(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    adjust: Callable[[dict[str, Any]], None] | None = None,
+) -> GridSpec:
     """Read and validate a grid file; ``key=value`` overrides apply to its base (and win over its
-    top-level ``trainer``)."""
+    top-level ``trainer``). ``adjust`` changes the file's mapping before it is validated (a suite
+    names the grid and adds its method axis)."""
     path = Path(path)
     raw = read_yaml(path)  # first, for its messages about broken YAML
     raw.setdefault("name", path.stem)
+    if adjust is not None:
+        adjust(raw)
     applied = []
     for text in overrides:
         key, value = parse_override(text)
