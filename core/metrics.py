@@ -1,15 +1,18 @@
-"""Every metric litbench tracks, with its direction, declared once; and how a task is scored.
+"""Every metric litbench tracks, with its direction and range, declared once; and how a task is scored.
 
 Tracked names are ``stage/name`` (``val/acc``, ``test/ppl``, ``train/loss``) or ``perf/name``. A
 direction is declared for a metric's name (``acc``: higher is better, ``ppl``: lower) and holds in
 every stage; a ``perf/`` metric is declared under its full name. Reports, early stopping, the best
 checkpoint, tuning objectives and time-to-target all read ``direction_of``; nothing guesses a
-direction from a substring. A new task that logs a new metric declares it with ``declare``.
+direction from a substring. The range a metric's values can take (``acc`` in [0, 1], ``mcc`` in
+[-1, 1], a loss in [0, inf)) is declared beside it and read with ``bounds_of``: a report keeps its
+confidence intervals inside it. A new task that logs a new metric declares it with ``declare``.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,6 +20,12 @@ from core.errors import InputError
 from core.registry import Registry
 
 Direction = Literal["max", "min"]
+Bounds = tuple[float, float]  # (low, high); an open end is -inf or inf
+
+UNIT = (0.0, 1.0)  # a proportion
+CORRELATION = (-1.0, 1.0)
+PERCENT = (0.0, 100.0)  # sacrebleu's BLEU and chrF are reported on 0-100
+NONNEGATIVE = (0.0, math.inf)  # losses, errors, sizes, durations, counts
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,7 @@ class MetricDeclaration:
     name: str  # "acc", or a full "perf/..." name
     direction: Direction
     description: str
+    bounds: Bounds | None = None  # the values it can take; None: not declared, any real number
 
 
 METRICS: Registry[MetricDeclaration] = Registry("metric")
@@ -33,42 +43,91 @@ class UnknownMetricError(InputError):
     """A tracked metric whose direction nobody declared."""
 
 
-def declare(name: str, direction: Direction, description: str) -> MetricDeclaration:
-    """Declare a metric's direction (``mae``: "min"); raises if ``name`` is declared already."""
+def declare(
+    name: str, direction: Direction, description: str, bounds: Bounds | None = None
+) -> MetricDeclaration:
+    """Declare a metric's direction (``mae``: "min") and, optionally, the range of its values
+    (``(0.0, math.inf)``); raises if ``name`` is declared already."""
     if direction not in ("max", "min"):
         raise ValueError(f"metric {name!r}: direction must be 'max' or 'min', got {direction!r}")
-    entry = MetricDeclaration(name, direction, description)
+    entry = MetricDeclaration(name, direction, description, _checked_bounds(name, bounds))
     caller = inspect.currentframe().f_back  # the module that declares it, for core.plugins
     return METRICS.add(name, entry, module=caller.f_globals.get("__name__") if caller else None)
 
 
-for _name, _direction, _text in (
-    ("loss", "min", "the training objective (cross-entropy, MSE) on a split"),
-    ("acc", "max", "accuracy"),
-    ("f1", "max", "F1 of the positive class (binary) or macro F1"),
-    ("mcc", "max", "Matthews correlation"),
-    ("pearson", "max", "Pearson correlation of a regression head"),
-    ("spearman", "max", "Spearman correlation of a regression head"),
-    ("mse", "min", "mean squared error of a regression head"),
-    ("ppl", "min", "perplexity: exp of the token-level cross-entropy"),
-    ("bleu", "max", "sacrebleu corpus BLEU"),
-    ("chrf", "max", "sacrebleu corpus chrF"),
-    ("loss_step", "min", "the training loss of one optimizer step"),
-    ("mlm_loss", "min", "masked-language-model cross-entropy over the masked positions"),
-    ("mlm_acc", "max", "accuracy of the masked-language-model predictions at the masked positions"),
-    ("distill_loss", "min", "the distillation objective: a*T^2*KL(teacher_T || student_T) + (1-a)*CE"),
-    ("size_mb", "min", "serialized size in MB of the weights tested as a variant (test_int8/size_mb)"),
-    ("latency_ms_batch", "min", "median CPU latency of one test batch (test_<variant>/latency_ms_batch), ms"),
-    ("latency_ms_example", "min", "median CPU latency per example (test_<variant>/latency_ms_example), ms"),
-    ("perf/fit_time_s", "min", "wall seconds of the fit"),
-    ("perf/train_samples_per_s", "max", "training samples per second of the fit"),
-    ("perf/time_to_target_s", "min", "seconds of fit until val/<metric> first reached the target"),
-    ("perf/epochs_to_target", "min", "epochs until val/<metric> first reached the target"),
-    ("perf/best_epoch", "min", "the epoch of the best validation value (earlier is cheaper)"),
-    ("perf/tokenize_s", "min", "seconds to tokenize the corpus (or read it from the cache)"),
-    ("perf/teacher_logits_s", "min", "seconds to compute (or read from the cache) a teacher's logits"),
+def _checked_bounds(name: str, bounds: Bounds | None) -> Bounds | None:
+    if bounds is None:
+        return None
+    low, high = (float(b) for b in bounds)
+    if not low < high:  # NaN fails this too
+        raise ValueError(f"metric {name!r}: bounds must be (low, high) with low < high, got {bounds!r}")
+    return (low, high)
+
+
+for _name, _direction, _bounds, _text in (
+    ("loss", "min", NONNEGATIVE, "the training objective (cross-entropy, MSE) on a split"),
+    ("acc", "max", UNIT, "accuracy"),
+    ("f1", "max", UNIT, "F1 of the positive class (binary) or macro F1"),
+    ("mcc", "max", CORRELATION, "Matthews correlation"),
+    ("pearson", "max", CORRELATION, "Pearson correlation of a regression head"),
+    ("spearman", "max", CORRELATION, "Spearman correlation of a regression head"),
+    ("mse", "min", NONNEGATIVE, "mean squared error of a regression head"),
+    ("ppl", "min", (1.0, math.inf), "perplexity: exp of the token-level cross-entropy"),
+    ("bleu", "max", PERCENT, "sacrebleu corpus BLEU"),
+    ("chrf", "max", PERCENT, "sacrebleu corpus chrF"),
+    ("loss_step", "min", NONNEGATIVE, "the training loss of one optimizer step"),
+    ("mlm_loss", "min", NONNEGATIVE, "masked-language-model cross-entropy over the masked positions"),
+    ("mlm_acc", "max", UNIT, "accuracy of the masked-language-model predictions at the masked positions"),
+    # KL and cross-entropy are both >= 0, and so is any mix of them with a in [0, 1]
+    (
+        "distill_loss",
+        "min",
+        NONNEGATIVE,
+        "the distillation objective: a*T^2*KL(teacher_T || student_T) + (1-a)*CE",
+    ),
+    (
+        "size_mb",
+        "min",
+        NONNEGATIVE,
+        "serialized size in MB of the weights tested as a variant (test_int8/size_mb)",
+    ),
+    (
+        "latency_ms_batch",
+        "min",
+        NONNEGATIVE,
+        "median CPU latency of one test batch (test_<variant>/latency_ms_batch), ms",
+    ),
+    (
+        "latency_ms_example",
+        "min",
+        NONNEGATIVE,
+        "median CPU latency per example (test_<variant>/latency_ms_example), ms",
+    ),
+    ("perf/fit_time_s", "min", NONNEGATIVE, "wall seconds of the fit"),
+    ("perf/train_samples_per_s", "max", NONNEGATIVE, "training samples per second of the fit"),
+    (
+        "perf/time_to_target_s",
+        "min",
+        NONNEGATIVE,
+        "seconds of fit until val/<metric> first reached the target",
+    ),
+    (
+        "perf/val_elapsed_s",
+        "min",
+        NONNEGATIVE,
+        "seconds of fit until this validation ended (one value per epoch)",
+    ),
+    ("perf/epochs_to_target", "min", NONNEGATIVE, "epochs until val/<metric> first reached the target"),
+    ("perf/best_epoch", "min", NONNEGATIVE, "the epoch of the best validation value (earlier is cheaper)"),
+    ("perf/tokenize_s", "min", NONNEGATIVE, "seconds to tokenize the corpus (or read it from the cache)"),
+    (
+        "perf/teacher_logits_s",
+        "min",
+        NONNEGATIVE,
+        "seconds to compute (or read from the cache) a teacher's logits",
+    ),
 ):
-    METRICS.add(_name, MetricDeclaration(_name, _direction, _text), module=__name__)
+    METRICS.add(_name, MetricDeclaration(_name, _direction, _text, _bounds), module=__name__)
 
 
 def base_name(tracked: str) -> str:
@@ -80,6 +139,16 @@ def base_name(tracked: str) -> str:
 
 def direction_of(tracked: str) -> Direction:
     """Whether higher (``max``) or lower (``min``) values of a tracked metric are better."""
+    return _declaration(tracked).direction
+
+
+def bounds_of(tracked: str) -> Bounds | None:
+    """The range a tracked metric's values can take, ``(low, high)`` with open ends as -inf or inf
+    (``val/acc``: (0.0, 1.0), ``test/loss``: (0.0, inf)); None when its declaration gives none."""
+    return _declaration(tracked).bounds
+
+
+def _declaration(tracked: str) -> MetricDeclaration:
     name = base_name(tracked)
     if name not in METRICS:
         known = ", ".join(METRICS.names())
@@ -87,7 +156,7 @@ def direction_of(tracked: str) -> Direction:
             f"no direction is declared for metric {tracked!r} ({name!r}); declared: {known}. Say which "
             "way is better (e.g. --mode max), or declare it with core.metrics.declare(name, direction, ...)"
         )
-    return METRICS.get(name).direction
+    return METRICS.get(name)
 
 
 def is_declared(tracked: str) -> bool:

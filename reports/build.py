@@ -181,7 +181,7 @@ def _displayed(tables: ReportTables, factors: list[str], target: float | None) -
         f"Every configuration against the best ({tables.metric.name})": formatting.versus_best(tables),
     }
     for factor in tables.marginals:
-        shown[f"Marginal: {factor}"] = formatting.marginal(tables, factor)
+        shown[formatting.marginal_title(tables, factor)] = formatting.marginal(tables, factor)
     shown["Failed and unfinished runs (left out of every statistic)"] = formatting.unfinished(tables)
     return shown
 

@@ -24,7 +24,9 @@ class GridRuns:
     mode: str  # "max" or "min"
     target: float | None
     # the grid's axes that vary (from the runs' factor tags); for untagged runs, the params every
-    # finished run has and that vary across them, seed excluded
+    # finished run has and that vary across them, seed excluded. Axes that vary together (a zip group:
+    # a model with its learning rate and epochs) are one factor, "model+optimizer.lr" (see
+    # ``group_confounded``)
     factors: list[str]
     # task ("glue/sst2", "mnist") -> its protocol (metric, mode, target); finished and unfinished have
     # a "task" column. A grid over several tasks is reported task by task (see ``split_by_task``).
@@ -93,7 +95,7 @@ def load_grid_runs(tracking_uri: str, experiment: str) -> GridRuns:
     tidy = _tidy(finished)
     tidy.insert(3, "task", tidy["run_id"].map(runs.set_index("run_id")["task"]).to_numpy())
     params = [c.removeprefix("params.") for c in finished if c.startswith("params.")]
-    axes = _axis_factors(finished, tidy)
+    axes = _axis_factors(runs, tidy)
     left = _unfinished(unfinished)
     left.insert(3, "task", left["run_id"].map(runs.set_index("run_id")["task"]).to_numpy())
     return GridRuns(
@@ -103,7 +105,7 @@ def load_grid_runs(tracking_uri: str, experiment: str) -> GridRuns:
         metric=metric,
         mode=mode,
         target=target,
-        factors=axes if axes is not None else _factors(tidy, params),
+        factors=axes if axes is not None else group_confounded(tidy, _factors(tidy, params), tidy),
         tasks=tasks,
         facts=_facts(runs),
     )
@@ -201,11 +203,13 @@ def _unfinished(runs: pd.DataFrame) -> pd.DataFrame:
 def _axis_factors(runs: pd.DataFrame, tidy: pd.DataFrame) -> list[str] | None:
     """The grid's own axes, from the runs' factor tags, as columns of ``tidy``; None when untagged.
 
-    A cell from an ``include`` entry leaves the other axes at the base: it shows as "base" there.
+    ``runs``: every litbench run of the experiment, finished or not: which axes vary together is read
+    from all the cells the store knows, not only those that finished. A cell from an ``include``
+    entry leaves the other axes at the base: it shows as "base" there.
     """
     prefix = f"tags.{tag.FACTOR_PREFIX}"
     columns = sorted(c for c in runs if c.startswith(prefix))
-    if not columns or runs.empty:
+    if not columns or tidy.empty:
         return None
     by_run = runs.set_index("run_id")
     axes = []
@@ -214,7 +218,59 @@ def _axis_factors(runs: pd.DataFrame, tidy: pd.DataFrame) -> list[str] | None:
         tidy[axis] = tidy["run_id"].map(by_run[column]).fillna("base").astype(str)
         if tidy[axis].nunique() > 1:
             axes.append(axis)
-    return axes
+    tagged = runs[runs[columns].notna().any(axis=1)]
+    design = tagged[columns].rename(columns=lambda c: c.removeprefix(prefix)).fillna("base").astype(str)
+    return group_confounded(tidy, axes, design)
+
+
+FACTOR_JOIN = "+"  # a group of axes is named by its keys joined: model+optimizer.lr+trainer.max_epochs
+LEVEL_JOIN = " / "  # and its levels by their labels joined, in the same order: gru / 0.002 / 3
+
+
+def factor_keys(factor: str) -> list[str]:
+    """The axes a factor stands for: ``["model", "optimizer.lr"]`` for ``model+optimizer.lr``."""
+    return factor.split(FACTOR_JOIN)
+
+
+def group_confounded(tidy: pd.DataFrame, factors: list[str], design: pd.DataFrame) -> list[str]:
+    """``factors`` with the ones that vary together merged into one, its column added to ``tidy``.
+
+    The runs carry one factor tag per key, and nothing says which keys a ``zip`` group paired; but a
+    zip group shows in the cells: one of its keys (the model) determines the others (its learning rate,
+    its epochs), in every cell of ``design`` (one row per cell, a column per factor). A factor that is
+    a function of exactly one other (directly or through others) is merged into it, as are two that
+    determine each other. That is also what the data can tell apart: a marginal of the learning rate
+    alone would be the model's marginal with its levels relabelled. A group whose keys all repeat
+    values ({lr: [0.1, 0.1, 0.01], epochs: [1, 2, 1]}) shows no such pattern and stays separate axes.
+    """
+
+    def determines(a: str, b: str) -> bool:
+        return bool(design.groupby(a)[b].nunique().max() <= 1)
+
+    classes: list[list[str]] = []  # factors that determine one another: the same partition of the cells
+    for factor in factors:
+        same = next((c for c in classes if determines(c[0], factor) and determines(factor, c[0])), None)
+        if same is None:
+            classes.append([factor])
+        else:
+            same.append(factor)
+    roots = [c for c in classes if not any(d is not c and determines(d[0], c[0]) for d in classes)]
+    groups = {id(root): list(root) for root in roots}
+    for members in classes:
+        if any(members is root for root in roots):
+            continue
+        owners = [root for root in roots if determines(root[0], members[0])]
+        if len(owners) == 1:
+            groups[id(owners[0])] += members
+        else:  # coarser than several independent factors: no one factor it belongs to
+            groups[id(members)] = list(members)
+    merged = []
+    for members in sorted(sorted(g) for g in groups.values()):
+        name = members[0] if len(members) == 1 else FACTOR_JOIN.join(members)
+        if len(members) > 1:
+            tidy[name] = tidy[members].astype(str).agg(LEVEL_JOIN.join, axis=1)
+        merged.append(name)
+    return merged
 
 
 def _factors(finished: pd.DataFrame, params: list[str]) -> list[str]:

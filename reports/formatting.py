@@ -53,6 +53,18 @@ def mean_std(frame: pd.DataFrame, prefix: str, digits: int, pm: str = PLUS_MINUS
     ]
 
 
+def ci_header(methods: pd.Series | None) -> str:
+    """The header of an interval column, naming the method: "95% CI (Student-t, clipped to [0, 1])"."""
+    named = [] if methods is None else sorted(set(methods.dropna().astype(str)))
+    return f"95% CI ({'; '.join(named)})" if named else "95% CI"
+
+
+def marginal_title(tables: ReportTables, factor: str) -> str:
+    """The caption of a factor's marginal table: the factor and what each row pools."""
+    pooled = tables.pooled.get(factor)
+    return f"Marginal: {factor} ({pooled})" if pooled else f"Marginal: {factor}"
+
+
 def interval(frame: pd.DataFrame, prefix: str, digits: int) -> list[str]:
     return [
         "–" if math.isnan(lo) else f"[{number(lo, digits)}, {number(hi, digits)}]"
@@ -70,7 +82,7 @@ def configurations(tables: ReportTables, factors: list[str], pm: str = PLUS_MINU
         shown[factor] = raw[factor].astype(str)
     shown["n"] = raw["n"].astype(str)
     shown[f"{metric} (mean{pm.strip()}std)"] = mean_std(raw, f"{metric} ", digits, pm)
-    shown["95% CI"] = interval(raw, f"{metric} ", digits)
+    shown[ci_header(raw.get(f"{metric} ci_method"))] = interval(raw, f"{metric} ", digits)
     validation = _validation_twin(metric)
     extra = [m for m in (validation, *_perf_columns(raw)) if m and f"{m} mean" in raw]
     for name in extra:
@@ -122,7 +134,7 @@ def marginal(tables: ReportTables, factor: str, pm: str = PLUS_MINUS) -> pd.Data
             "configs": raw["n_configs"].astype(str),
             "runs": raw["n"].astype(str),
             f"{tables.metric.name} (mean{pm.strip()}std)": mean_std(raw, "", digits, pm),
-            "95% CI": interval(raw, "", digits),
+            ci_header(raw.get("ci_method")): interval(raw, "", digits),
         }
     )
 

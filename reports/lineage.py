@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from core.metrics import bounds_of
 from reports import stats
 from reports.collect import ReportInputError
 
@@ -158,7 +159,7 @@ def strategies_table(
     if cost is None:  # costs unknown: NaN columns
         cost = pd.DataFrame(math.nan, index=pd.Index([], name="run_id"), columns=list(COST_COLUMNS))
     long = long.join(cost[list(COST_COLUMNS)], on="run_id")
-    table = stats.over_seeds(long, keys, "value", mode)
+    table = stats.over_seeds(long, keys, "value", mode, bounds=bounds_of(f"test/{metric}"))
     ordered = long.sort_values([*keys, "run_id"], kind="stable")  # order-free means, as stats does
     facts = ordered.groupby(keys, sort=True)[list(VARIANT_FACTS)].mean()
     # one seed with an unknown cost makes the configuration's cost unknown: skipna=False

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 from reports.formatting import digits_for, number, p_value
+from reports.stats import CLIPPED, STUDENT_T
 from reports.tables import ReportTables
 
 
@@ -21,7 +22,7 @@ def summary_markdown(
     lines = [f"# {experiment}: summary", ""]
     lines.append(
         f"{runs} finished runs in {len(configs)} configurations, compared on **{metric.name}** "
-        f"({direction} is better; mean ± std over seeds, 95% Student-t confidence intervals, "
+        f"({direction} is better; mean ± std over seeds, {_intervals(tables)}, "
         f"Welch's t-test against the best with Holm's correction)."
     )
     lines.append("")
@@ -43,7 +44,8 @@ def summary_markdown(
         worst = table.iloc[-1]
         lines.append("")
         lines.append(
-            f"By **{factor}** (pooled over the other factors), `{best['level']}` leads with "
+            f"By **{factor}** ({tables.pooled.get(factor, 'pooled over the other factors')}), "
+            f"`{best['level']}` leads with "
             f"{number(best['mean'], digits)} over {int(best['n'])} runs; `{worst['level']}` is last with "
             f"{number(worst['mean'], digits)}."
         )
@@ -62,6 +64,19 @@ def summary_markdown(
         lines += ["", note]
     lines += ["", "Files: " + ", ".join(f"`{name}`" for name in files) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _intervals(tables: ReportTables) -> str:
+    """How the intervals were made, in words (``reports.stats``): a bounded metric's are clipped."""
+    name = tables.metric.name
+    methods = tables.configurations.get(f"{name} ci_method")
+    method = str(methods.iloc[0]) if methods is not None and len(methods) else STUDENT_T
+    if method.startswith(CLIPPED):
+        where = method.removeprefix(CLIPPED).strip()
+        return f"95% Student-t confidence intervals of the mean clipped to {where}, the range of {name}"
+    if method == STUDENT_T:
+        return "95% Student-t confidence intervals of the mean"
+    return f"95% confidence intervals of the mean by {method}"
 
 
 def _winner(tables: ReportTables, digits: int) -> str:

@@ -48,7 +48,8 @@ def learning_curves(
 
 
 def factor_bars(tables: ReportTables, path: Path) -> Path:
-    """One panel per factor: each level's mean with its 95% CI as an error bar."""
+    """One panel per factor: each level's mean with its 95% CI as an error bar (the method in the axis
+    label), titled with what the level pools."""
     factors = list(tables.marginals)
     height = min(0.5 + 1.4 * len(factors) + 0.3 * _levels(tables), MAX_INCHES)
     fig, axes = plt.subplots(len(factors), 1, figsize=(7.5, height), squeeze=False)
@@ -63,9 +64,12 @@ def factor_bars(tables: ReportTables, path: Path) -> Path:
         high = np.nanmax(np.r_[table["ci_high"].to_numpy(), table["mean"].to_numpy()])
         pad = max((high - low) * 0.15, 1e-6)
         ax.set_xlim(low - pad, high + pad)  # the differences, not the distance from zero, are the point
-        ax.set_title(f"{factor} (pooled over the other factors)", fontsize=9, loc="left")
+        pooled = tables.pooled.get(factor, "pooled over the other factors")
+        ax.set_title(f"{factor} ({pooled})", fontsize=9, loc="left")
         ax.grid(axis="x", alpha=0.3)
-    axes[-1].set_xlabel(f"{tables.metric.name}: mean and 95% CI over runs (axis not from 0)")
+    methods = sorted({m for t in tables.marginals.values() for m in t["ci_method"].astype(str)})
+    label = f"{tables.metric.name}: mean and 95% CI over runs ({'; '.join(methods)}; axis not from 0)"
+    axes[-1].set_xlabel(label)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -193,7 +193,8 @@ def _strategies_markdown(grid: GridRuns, view: StrategiesView, shown: pd.DataFra
         f"One row per (configuration, stage, variant) of the scored runs, best first. Pretraining runs "
         f"(task kind `{PRETRAIN_KIND}`) are not scored on {metric}: they are parents, in `lineage.md`. "
         f"A variant's value is `test_<variant>/{name}`; fp32 uses `{metric}` where a run has no "
-        f"`test_fp32/{name}`. Mean over seeds with its 95% Student-t CI; size_mb and the latencies "
+        f"`test_fp32/{name}`. Mean over seeds with its 95% Student-t CI (clipped to "
+        f"the metric's declared range); size_mb and the latencies "
         "(ms, CPU medians) are means over seeds.",
         "",
         "Costs are means over seeds, in seconds. `fit_time_s` is the run's own fit; `parent_cost_s` the "

@@ -68,6 +68,8 @@ def test_report_numbers_equal_a_recomputation_from_mlflow(trained_grid, capsys) 
         row = configurations.loc[config]
         mean, sem = np.mean(accs), stats.sem(accs)
         low, high = stats.t.interval(0.95, len(accs) - 1, loc=mean, scale=sem)
+        low, high = max(low, 0.0), min(high, 1.0)  # accuracy's declared range bounds its interval
+        assert row["test/acc ci_method"] == "Student-t, clipped to [0, 1]"
         assert row["n"] == 3
         assert row["test/acc mean"] == pytest.approx(mean, rel=1e-12)
         assert row["test/acc std"] == pytest.approx(np.std(accs, ddof=1), rel=1e-9, abs=1e-15)

@@ -69,7 +69,7 @@ def test_a_bad_suite_is_one_clear_error(tmp_path: Path, change: tuple[str, str],
 def test_a_grid_that_varies_the_method_itself_is_refused(tmp_path: Path) -> None:
     path = _suite(tmp_path)
     (tmp_path / "cnn.yaml").write_text(TINY_GRID.replace("MODEL", "cnn") + "axes:\n  optimizer.name: [sgd]\n")
-    with pytest.raises(SpecError, match="varies 'optimizer.name', which suite 'tiny' varies"):
+    with pytest.raises(SpecError, match=r"varies 'optimizer\.name', which suite 'tiny' varies"):
         load_suite(path)
 
 
