@@ -56,13 +56,16 @@ def add_overrides(command: argparse.ArgumentParser, set_help: str) -> None:
     )
 
 
-def context_of(args: argparse.Namespace) -> Context:
+def context_of(args: argparse.Namespace, writes: bool = False) -> Context:
     """The one place a command resolves its tracking URI and data directory; a store that cannot be
-    used is one clear error now (seconds), before the command starts anything."""
-    from core.store_check import check_tracking_uri
+    used (or, for a command that ``writes`` runs, cannot be written) is one clear error now (seconds),
+    before the command starts anything."""
+    from core.store_check import check_store_writable, check_tracking_uri
 
     ctx = Context.resolve(getattr(args, "tracking_uri", None), getattr(args, "data_dir", None))
     check_tracking_uri(ctx.tracking_uri)
+    if writes:
+        check_store_writable(ctx.tracking_uri)
     return ctx
 
 

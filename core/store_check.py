@@ -123,6 +123,25 @@ def check_sqlite_path(url: str, flag: str, what: str) -> None:
             return
 
 
+def check_store_writable(uri: str, flag: str = "tracking URI") -> None:
+    """An existing SQLite store whose file and folder can be written (SQLite writes its journal beside
+    the file). A read-only store (a read-only mount, another user's files) is fine to read, so only the
+    commands that track runs ask this."""
+    if not uri.startswith("sqlite:///"):
+        return  # a server or a database says itself whether this user may write
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.exists():
+        return  # a new store: check_sqlite_path checked that its folder can be made and written
+    folder = path.parent
+    if not (os.access(path, os.W_OK) and os.access(folder, os.W_OK | os.X_OK)):
+        raise StoreError(
+            f"{flag} {uri!r}: the store {path} is read-only (the file or its folder {folder} cannot be "
+            "written: a read-only mount, or another user's files). `litbench ls`, `report` and `ui` "
+            f"read it as it is, but tracking a run writes to it; copy {folder} to a writable place and "
+            "pass the copy with --tracking-uri, or get write access to it"
+        )
+
+
 def _check_mlflow_server(uri: str, flag: str) -> None:
     parts = urlsplit(uri)
     if not parts.hostname:

@@ -6,6 +6,7 @@ matches, so an interrupted or corrupted download never leaves a file that looks 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -50,10 +51,23 @@ def fetch(
     """Download ``mirror + filename`` from the first mirror that serves it with the right MD5.
 
     A mirror that is unreachable or serves a wrong checksum is skipped for the next one. If none
-    succeeds, a mirror that served wrong bytes raises CorruptDataError, otherwise DataNotFoundError.
+    succeeds, a mirror that served wrong bytes raises CorruptDataError, otherwise DataNotFoundError,
+    and the folders this call created for the file are removed again.
     """
     dest_dir = Path(dest_dir)
+    created = [d for d in (dest_dir, *dest_dir.parents) if not d.exists()]
     dest_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _fetch_into(filename, mirrors, dest_dir, md5, timeout)
+    except DataError:
+        # An empty <data>/MNIST/raw left behind would pass for a data set whose files went missing.
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):  # not empty: another process put a file there
+                folder.rmdir()
+        raise
+
+
+def _fetch_into(filename: str, mirrors: Sequence[str], dest_dir: Path, md5: str, timeout: float) -> Path:
     dest = dest_dir / filename
     unreachable: list[str] = []
     corrupt: list[str] = []

@@ -80,7 +80,7 @@ def test_fetch_wrong_md5_leaves_nothing(server: tuple[str, Path], tmp_path: Path
     with pytest.raises(CorruptDataError, match=r"file\.bin.*checksum") as err:
         fetch("file.bin", [url], dest, "0" * 32)
     assert str(dest) in str(err.value)  # says where to put the file instead
-    assert list(dest.iterdir()) == []
+    assert not dest.exists()  # neither a partial file nor the folder made for it
 
 
 def test_fetch_unreachable(tmp_path: Path) -> None:
@@ -89,6 +89,17 @@ def test_fetch_unreachable(tmp_path: Path) -> None:
     message = str(err.value)
     assert "127.0.0.1" in message and str(tmp_path) in message and "LITBENCH_DATA_DIR" in message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_mnist_download_leaves_no_empty_folder(tmp_path: Path) -> None:
+    class OfflineMNIST(MNISTDataModule):
+        mirrors = (closed_port_url(),)
+
+    data = tmp_path / "data"
+    (data / "other").mkdir(parents=True)  # a folder that was there before stays
+    with pytest.raises(DataNotFoundError, match=r"train-images-idx3-ubyte\.gz"):
+        OfflineMNIST(data_dir=str(data)).prepare_data()
+    assert sorted(p.name for p in data.iterdir()) == ["other"]  # no MNIST/raw, empty, left behind
 
 
 def test_mnist_prepare_data_downloads_missing_files(server: tuple[str, Path], tmp_path: Path) -> None:

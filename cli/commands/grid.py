@@ -88,7 +88,7 @@ def start(args: argparse.Namespace):
 
         cluster = ray_cluster.connect(ray_cluster.resolve_address(args.ray_address))
         ray_cluster.warm_workers(cluster, args.cpus_per_run)
-    return context_of(args)
+    return context_of(args, writes=not args.dry_run)
 
 
 def run_loaded(args: argparse.Namespace, ctx, grid, where: str) -> int:

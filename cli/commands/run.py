@@ -25,7 +25,7 @@ def add_parser(commands) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    ctx = context_of(args)  # a store that cannot be used: said first, in seconds
+    ctx = context_of(args, writes=True)  # a store that cannot be used: said first, in seconds
     from experiments.specs import load_run_spec
 
     spec = load_run_spec(args.spec, args.overrides)  # validate before the heavy imports

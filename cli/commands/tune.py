@@ -75,7 +75,7 @@ def handle(args: argparse.Namespace) -> int:
 
         cluster = ray_cluster.connect(ray_cluster.resolve_address(args.ray_address))
         ray_cluster.warm_workers(cluster, args.cpus_per_run)
-    ctx = context_of(args)  # a store or storage that cannot be used: said first, in seconds
+    ctx = context_of(args, writes=True)  # a store or storage that cannot be used: said first, in seconds
     from experiments.tuning.storage import resolve_storage
 
     resolve_storage(args.storage, ctx.tracking_uri)
