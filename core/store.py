@@ -27,11 +27,12 @@ SERVER_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_T
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """The flag, else ``MLFLOW_TRACKING_URI``, else the SQLite store under ``./mlruns``."""
+    """The flag, else ``MLFLOW_TRACKING_URI``, else the SQLite store under ``./mlruns``. Nothing is
+    created here: the folder is made when a run is first tracked (``client_for``), so a command that
+    only reads or plans leaves the working directory as it was."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    STORE_DIR.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
 
 

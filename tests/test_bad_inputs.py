@@ -360,6 +360,20 @@ def test_dry_run_writes_nothing(tmp_path, capsys) -> None:
     assert not store.exists()
 
 
+def test_planning_and_listing_without_a_store_create_no_mlruns(tmp_path, monkeypatch, capsys) -> None:
+    grid = grid_file(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store: ./mlruns/mlflow.db
+    assert main(["grid", grid, "--dry-run"]) == 0
+    assert "missing" in capsys.readouterr().out
+    assert main(["ls"]) == 2
+    err = capsys.readouterr().err
+    assert "no tracking store at" in err and "--tracking-uri" in err and "Traceback" not in err
+    assert list(work.iterdir()) == []  # not even an empty mlruns/
+
+
 def test_dry_run_leaves_an_existing_store_unchanged(tmp_path, tracking_uri, capsys) -> None:
     assert main(["run", text_spec(tmp_path, TINY, "good.yaml"), "--tracking-uri", tracking_uri]) == 0
     before = store_state(tracking_uri)

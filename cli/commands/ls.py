@@ -35,9 +35,7 @@ def handle(args: argparse.Namespace) -> int:
     from core import tags as tag
     from core.errors import InputError
 
-    ctx = context_of(args)
-    if args.experiment:
-        existing_store(ctx)
+    ctx = existing_store(context_of(args))  # listing a store that is not there must not create it
     client = ctx.client
     if not args.experiment:
         table = Table("experiment", "runs", title=ctx.tracking_uri)
