@@ -153,7 +153,7 @@ def summary_markdown(plan: SuitePlan, tables: SuiteTables, runs: pd.DataFrame) -
         f"# Suite {plan.name}",
         "",
         f"{len(tables.scores.columns)} values of `{plan.method}` on {n_workloads} workloads "
-        f"({', '.join(tables.scores.index)}), {seeds.min()}-{seeds.max()} seeds each, {len(runs)} runs.",
+        f"({', '.join(tables.scores.index)}), {_seed_count(seeds)} seeds each, {len(runs)} runs.",
         "",
     ]
     test = tables.friedman
@@ -189,18 +189,51 @@ def summary_markdown(plan: SuitePlan, tables: SuiteTables, runs: pd.DataFrame) -
     lines.append(f"**Time-to-target**: runs that reached their workload's target: {reach}.")
     fastest = tables.profile_summary
     first = fastest.index[0]
+    most_often = fastest["rho@1"].idxmax()
     lines.append(
         f"By the performance profiles, {first} is the fastest or within tau of it most often (profile "
         f"score {fastest['profile_score'].iloc[0]:.3f}; 1 would be fastest on every workload); it is "
-        f"the fastest on {fastest['rho@1'].iloc[0] * n_workloads:.0f} of {n_workloads} workloads."
+        f"the fastest on {fastest['rho@1'].iloc[0] * n_workloads:.0f} of {n_workloads} workloads"
+        + (
+            f"; {most_often} is the fastest on the most, "
+            f"{fastest.loc[most_often, 'rho@1'] * n_workloads:.0f}."
+            if most_often != first and fastest.loc[most_often, "rho@1"] > fastest["rho@1"].iloc[0]
+            else "."
+        )
     )
-    best_iqm = tables.iqm.iloc[0]
     lines += [
         "",
-        f"**Normalized scores** (interquartile mean, stratified bootstrap 95% CI): best {best_iqm['method']} "
-        f"{best_iqm['iqm']:.3f} [{best_iqm['ci_low']:.3f}, {best_iqm['ci_high']:.3f}]; overlapping "
-        "intervals mean the data do not separate the methods.",
+        _iqm_sentence(tables.iqm),
         "",
         "Tables: tables.md; figures: performance_profiles.png, cd_diagram.png.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _seed_count(seeds: pd.Series) -> str:
+    """``3``, or ``2-3`` where some (workload, method) pairs have fewer finished seeds."""
+    low, high = int(seeds.min()), int(seeds.max())
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def _iqm_sentence(iqm: pd.DataFrame) -> str:
+    """The best IQM, and which methods' intervals overlap its interval (not told apart) or lie below."""
+    best = iqm.iloc[0]
+    rest = iqm.iloc[1:]
+    overlap = rest[rest["ci_high"] >= best["ci_low"]]
+    below = rest[rest["ci_high"] < best["ci_low"]]
+
+    def listed(rows: pd.DataFrame) -> str:
+        return ", ".join(
+            f"{r.method} {r.iqm:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" for r in rows.itertuples()
+        )
+
+    text = (
+        "**Normalized scores** (interquartile mean, stratified bootstrap 95% CI): best "
+        f"{best['method']} {best['iqm']:.3f} [{best['ci_low']:.3f}, {best['ci_high']:.3f}]"
+    )
+    if len(overlap):
+        text += f"; its interval overlaps those of {listed(overlap)}, so these are not told apart from it"
+    if len(below):
+        text += f"; entirely below it: {listed(below)}"
+    return text + "."
