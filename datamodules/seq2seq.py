@@ -3,10 +3,11 @@
 Corpora (``corpus``): ``multi30k`` (its own train/val/test_2016_flickr splits), ``files`` (two aligned
 files), ``pairs`` (a TSV/CSV of pairs, e.g. an Anki or Tatoeba export) and ``hub`` (a Hugging Face
 ``datasets`` corpus, e.g. ``bentrevett/multi30k`` or ``wmt/wmt14`` with ``hub_config: de-en``). Files and
-pairs are one pool that a seeded split cuts into train/val/test; a hub corpus keeps the splits it has
-and cuts the missing ones out of its training split the same way. Text is lowercased first if asked,
-so references match. The BPE vocabulary is fit on the training split only, shared by both languages
-(``joint``) or one per side, and every split is encoded through the on-disk cache of
+pairs are one pool that a seeded split cuts into train/val/test, or the user's own split files
+(``path: {train: ..., val: ..., test: ...}``, ``datamodules.parallel_splits``); a hub corpus keeps the
+splits it has and cuts the missing ones out of its training split the same way. Text is lowercased
+first if asked, so references match. The BPE vocabulary is fit on the training split only, shared by
+both languages (``joint``) or one per side, and every split is encoded through the on-disk cache of
 ``datamodules.encoded_text``.
 
 Special ids are the text tokenizers' own (``datamodules.text_tokenizers.SPECIALS``): pad=0, unk=1, and the
@@ -46,6 +47,7 @@ from datamodules.parallel_files import (
     read_pairs,
 )
 from datamodules.parallel_hub import read_hub
+from datamodules.parallel_splits import check_split_paths, read_splits, rows, split_pool
 from datamodules.registry import DATAMODULES
 from datamodules.sharding import trainer_rank
 from datamodules.text_batches import BatchesDataset, BucketBatchSampler, as_is, gather
@@ -113,6 +115,15 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
     ``source_column`` and ``target_column`` (an Anki ``fra.txt`` is English in 0, French in 1; a
     Tatoeba pair download has its texts in 1 and 3); ``hub`` loads the data set ``path`` (a hub name or
     a local dataset folder), configuration ``hub_config``, with HF ``datasets``.
+
+    Your own splits (``files`` and ``pairs``): ``path`` maps splits to files, each read as a single
+    ``path`` is (``files``: the prefix of ``<prefix>.<lang>``; ``pairs``: a TSV/CSV of pairs)::
+
+        path: {train: europarl, test: newstest2013}                # val: val_fraction of train
+        path: {train: train.tsv, val: dev.tsv, test: test.tsv}     # each split exactly its file
+
+    A test file is the test split line for line, in file order; val is never cut from it.
+    ``test_fraction`` applies only to a single pool; ``val_fraction`` only where no val file is given.
     """
 
     pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
@@ -131,7 +142,7 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
         corpus: CorpusKind = "multi30k",
         source_lang: str = "de",
         target_lang: str = "en",
-        path: str | None = None,
+        path: str | dict[str, str] | None = None,  # files/pairs: one pool, or {train, val, test} files
         source_file: str | None = None,
         target_file: str | None = None,
         source_column: int = 0,
@@ -164,9 +175,22 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
             raise ValueError("corpus='hub' needs path: the data set's hub name, e.g. bentrevett/multi30k")
         if corpus in ("multi30k", "hub") and source_lang == target_lang:
             raise ValueError(f"source_lang and target_lang are both {source_lang!r}; pick two languages")
+        if isinstance(path, dict):
+            if corpus not in ("files", "pairs"):
+                raise ValueError(
+                    f"path names split files only for corpus 'files' or 'pairs'; corpus={corpus!r} "
+                    f"reads one {'folder' if corpus == 'multi30k' else 'data set'}, so give path as a string"
+                )
+            check_split_paths(path, corpus)
+            if source_file or target_file:
+                raise ValueError(
+                    "source_file and target_file name one pool, and path names split files; give each "
+                    "split's prefix in path (read as <prefix>.<lang>) and drop source_file and target_file"
+                )
         if corpus == "files" and not (source_file and target_file) and not path:
             raise ValueError(
-                "corpus='files' needs source_file and target_file, or path (read as <path>.<lang>)"
+                "corpus='files' needs source_file and target_file, or path (read as <path>.<lang>, or "
+                "{train: <prefix>, val: <prefix>, test: <prefix>})"
             )
         if corpus == "pairs":
             if not path:
@@ -223,20 +247,10 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
                 cut = self._split(splits.pop("train"))
                 splits = {"train": cut["train"], **{n: splits.get(n, cut[n]) for n in ("val", "test")}}
         else:
-            if self.corpus == "files":
-                source = self.source_file or f"{self.path}.{self.source_lang}"
-                target = self.target_file or f"{self.path}.{self.target_lang}"
-                pool = read_aligned(self._resolve(source), self._resolve(target))
-            else:
-                assert self.path is not None
-                pool = read_pairs(
-                    self._resolve(self.path),
-                    self.source_column,
-                    self.target_column,
-                    delimiter=self.delimiter,
-                    header=self.header,
-                )
-            splits = self._split(pool)
+            path = self.path or ""  # files given by source_file and target_file alone: one pool
+            splits = read_splits(
+                self._read_file, path, self.val_fraction, self.test_fraction, self.split_seed, self.name
+            )
         if self.lowercase:
             splits = {
                 n: ParallelText([s.lower() for s in t.sources], [s.lower() for s in t.targets])
@@ -244,23 +258,24 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
             }
         return splits
 
+    def _read_file(self, path: str) -> ParallelText:
+        """One pool or split: ``files`` reads ``<path>.<lang>`` (or source_file/target_file), ``pairs``
+        the delimited file ``path``."""
+        if self.corpus == "files":
+            source = self.source_file or f"{path}.{self.source_lang}"
+            target = self.target_file or f"{path}.{self.target_lang}"
+            return read_aligned(self._resolve(source), self._resolve(target))
+        return read_pairs(
+            self._resolve(path),
+            self.source_column,
+            self.target_column,
+            delimiter=self.delimiter,
+            header=self.header,
+        )
+
     def _split(self, pool: ParallelText) -> dict[str, ParallelText]:
         """A seeded train/val/test partition of ``pool``; each split keeps file order."""
-        n = len(pool)
-        n_test = max(1, round(n * self.test_fraction))
-        n_val = max(1, round(n * self.val_fraction))
-        if n_val + n_test >= n:
-            raise DataError(
-                f"{self.name}: {n} pairs are too few to hold out {n_val} for val and {n_test} for test; "
-                "add pairs or lower val_fraction and test_fraction"
-            )
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
-        parts = {
-            "train": order[n_val + n_test :],
-            "val": order[n_test : n_test + n_val],
-            "test": order[:n_test],
-        }
-        return {name: _rows(pool, index.sort().values.tolist()) for name, index in parts.items()}
+        return split_pool(pool, self.val_fraction, self.test_fraction, self.split_seed, self.name)
 
     # ---- setup -------------------------------------------------------------------------------
 
@@ -300,7 +315,7 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
         if self.filtered:
             log.info("%s: dropped %d of %d training pairs", self.name, self.filtered, len(texts["train"]))
         encoded["train"] = (take(src_train, keep), take(tgt_train, keep))
-        texts["train"] = _rows(texts["train"], keep.tolist())
+        texts["train"] = rows(texts["train"], keep.tolist())
         self.texts = texts
         self.datasets = {n: ParallelDataset(*encoded[n]) for n in SPLITS}  # type: ignore[arg-type]
 
@@ -417,7 +432,3 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
-
-
-def _rows(text: ParallelText, index: Sequence[int]) -> ParallelText:
-    return ParallelText([text.sources[i] for i in index], [text.targets[i] for i in index])

@@ -1,12 +1,13 @@
 """The base of every text classification datamodule, and ``text_classification`` for a user's own files.
 
 A subclass reads its files into ``TextSplit``s: "train" (labelled), "test" (labelled, the set results
-are reported on; GLUE's dev split), optionally further labelled evaluation splits (MNLI's mismatched
-dev) and "predict" (unlabelled, for submissions). The base class holds out a seeded fraction of train
-as "val" (early stopping and checkpoint selection watch it, so the reported split never steers
-training), encodes every split through the on-disk cache of ``datamodules.encoded_text`` and serves
-length-bucketed, dynamically padded batches. Augmentation is word dropout: each real token of a
-training batch becomes [UNK] with probability ``word_dropout``.
+are reported on; GLUE's dev split), optionally "val" (labelled: a user's own validation file),
+optionally further labelled evaluation splits (MNLI's mismatched dev) and "predict" (unlabelled, for
+submissions). Without a "val" split the base class holds out a seeded fraction of train as "val" (early
+stopping and checkpoint selection watch it, so the reported split never steers training). It encodes
+every split through the on-disk cache of ``datamodules.encoded_text`` and serves length-bucketed,
+dynamically padded batches. Augmentation is word dropout: each real token of a training batch becomes
+[UNK] with probability ``word_dropout``.
 """
 
 from __future__ import annotations
@@ -95,12 +96,14 @@ class TextClassificationDataModule(lightning.LightningDataModule):
         self.datasets: dict[str, TextDataset] = {}
         self.ids: dict[str, list[str]] = {}
         self.train_texts: list[str] | list[tuple[str, str]] = []  # the training examples, dataset order
+        self.texts: dict[str, list[str] | list[tuple[str, str]]] = {}  # every split's, dataset order
         self.index_train_batches = False  # training batches carry example indices (distillation)
 
     # ---- what subclasses provide -------------------------------------------------------------
 
     def _read(self) -> dict[str, TextSplit]:
-        """Splits "train" and "test" (labelled), optional further labelled ones, optional "predict"."""
+        """Splits "train" and "test" (labelled), optional "val" and further labelled ones, optional
+        "predict"."""
         raise NotImplementedError
 
     @property
@@ -129,7 +132,7 @@ class TextClassificationDataModule(lightning.LightningDataModule):
         if self.corpus is not None:
             return
         splits = self._read()
-        for name in ("train", "test"):
+        for name in ("train", "test", *(["val"] if "val" in splits else [])):
             if name not in splits or splits[name].labels is None:
                 raise DataError(
                     f"{self.name}: the {name!r} split has no labels; it cannot be trained or scored"
@@ -149,11 +152,15 @@ class TextClassificationDataModule(lightning.LightningDataModule):
             self.corpus.path,
         )
         full = {name: self._dataset(name, split) for name, split in splits.items()}
-        train, holdout = self._holdout(len(full["train"]))
+        own_val = "val" in splits  # the subclass read a val file: it is val exactly, nothing held out
+        train, holdout = self._holdout(len(full["train"]), own_val)
         self.datasets = dict(full)
         self.datasets["train"] = _subset(full["train"], train)
-        self.datasets["val"] = _subset(full["train"], holdout)
-        self.train_texts = [splits["train"].texts[i] for i in train.tolist()]
+        self.texts = {name: split.texts for name, split in splits.items()}
+        self.texts["train"] = self.train_texts = [splits["train"].texts[i] for i in train.tolist()]
+        if not own_val:
+            self.datasets["val"] = _subset(full["train"], holdout)
+            self.texts["val"] = [splits["train"].texts[i] for i in holdout.tolist()]
         self.ids = {name: split.ids for name, split in splits.items()}
 
     def _dataset(self, name: str, split: TextSplit) -> TextDataset:
@@ -165,10 +172,11 @@ class TextClassificationDataModule(lightning.LightningDataModule):
             labels = torch.tensor(labels, dtype=torch.float32)
         return TextDataset.from_split(self.corpus[name], labels)
 
-    def _holdout(self, n: int) -> tuple[Tensor, Tensor]:
-        """Seeded train/holdout indices; ``train_subset`` shrinks train only, never the holdout."""
+    def _holdout(self, n: int, own_val: bool = False) -> tuple[Tensor, Tensor]:
+        """Seeded train/holdout indices (no holdout with ``own_val``, a val file); ``train_subset``
+        shrinks train only, never the holdout."""
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
-        n_holdout = max(1, round(n * self.holdout_fraction))
+        n_holdout = 0 if own_val else max(1, round(n * self.holdout_fraction))
         if n_holdout >= n:
             raise DataError(f"{self.name}: {n} training examples are too few to hold out a validation split")
         holdout, train = order[:n_holdout], order[n_holdout:]
@@ -327,10 +335,15 @@ def take(sequences: TokenSequences, index: Tensor) -> TokenSequences:
 class TextClassificationFiles(TextClassificationDataModule):
     """Your own corpus: a train file and a test file (.csv, .tsv or .jsonl), optional unlabelled
     predict file. Paths are relative to the data directory unless absolute. Columns are header names
-    or 0-based positions; labels are class names or integer ids (``regression``: float scores)."""
+    or 0-based positions; labels are class names or integer ids (``regression``: float scores).
+
+    ``val_file`` (optional, labelled like train) is the validation split exactly, and nothing is held
+    out of train; without it val is a seeded ``holdout_fraction`` of train, never of test."""
 
     # an option that never changed training, removed; kept in run identities at the value every run had
     retired_options: ClassVar[dict[str, Any]] = {"max_epochs": 10}
+    # options added since, at the default that leaves a run as it was before they existed
+    added_options: ClassVar[dict[str, Any]] = {"val_file": None}
 
     def __init__(
         self,
@@ -340,6 +353,7 @@ class TextClassificationFiles(TextClassificationDataModule):
         train_file: str = "train.csv",
         test_file: str = "test.csv",
         predict_file: str | None = None,
+        val_file: str | None = None,  # the validation split exactly; None: holdout_fraction of train
         text_column: str | int = "text",
         text_pair_column: str | int | None = None,
         label_column: str | int = "label",
@@ -368,8 +382,18 @@ class TextClassificationFiles(TextClassificationDataModule):
             word_dropout=word_dropout,
             cache_dir=cache_dir,
         )
-        self.files = {"train": train_file, "test": test_file} | (
-            {"predict": predict_file} if predict_file else {}
+        if val_file is not None and not val_file.strip():
+            raise ValueError("val_file is an empty name; name your validation file, or drop val_file")
+        if val_file is not None and val_file in (train_file, test_file):
+            role = "train_file" if val_file == train_file else "test_file"
+            raise ValueError(
+                f"val_file is {val_file!r}, the same file as {role}; validation needs examples of its "
+                "own (drop val_file to hold out holdout_fraction of train)"
+            )
+        self.files = (
+            {"train": train_file, "test": test_file}
+            | ({"val": val_file} if val_file else {})
+            | ({"predict": predict_file} if predict_file else {})
         )
         self.columns = {"text_column": text_column, "text_pair_column": text_pair_column, "header": header}
         self.label_column = label_column
@@ -391,20 +415,21 @@ class TextClassificationFiles(TextClassificationDataModule):
         )
         names = train.label_names or None
         splits = {"train": _as_split(train)}
-        splits["test"] = _as_split(
-            read_table(
-                self._path("test"),
+        labelled = ["test", *(["val"] if "val" in self.files else [])]
+        for name in labelled:
+            table = read_table(
+                self._path(name),
                 label_column=self.label_column,
                 regression=self.regression,
                 label_names=names,
                 **self.columns,
             )
-        )
+            splits[name] = _as_split(table)
         if "predict" in self.files:
             table = read_table(self._path("predict"), label_column=None, **self.columns)
             splits["predict"] = _as_split(table)
         if not self.regression:
-            labels = [int(y) for s in ("train", "test") for y in splits[s].labels or []]
+            labels = [int(y) for s in ("train", *labelled) for y in splits[s].labels or []]
             self.label_names = train.label_names or tuple(str(i) for i in range(max(labels) + 1))
             self.num_classes = max(len(self.label_names), 2)
         return splits

@@ -77,6 +77,14 @@ def retired_options(section: str, name: str) -> dict[str, Any]:
     return dict(getattr(registry_for(section).get(name), "retired_options", {}) or {})
 
 
+def added_options(section: str, name: str) -> dict[str, Any]:
+    """Options entry ``name`` took on after runs were tracked, at the default that leaves a run as it
+    was: left at it, they stay out of a run's identity, so runs from before them keep their hashes."""
+    if section != "data":
+        return {}
+    return dict(getattr(registry_for(section).get(name), "added_options", {}) or {})
+
+
 def entry_fields(section: str, name: Any) -> tuple[set[str], Callable[[str, Any], bool]] | None:
     """For a registry section: its shared fields (``lr``) and a test of whether entry ``name`` takes
     an option with a given value; None where ``section`` names no registry or ``name`` no entry."""

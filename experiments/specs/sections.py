@@ -29,7 +29,7 @@ from pydantic import (
 
 from core.registry import UnknownNameError
 from experiments.specs.errors import problem, spec_error
-from experiments.specs.options import SHARED_FIELDS, options_model, retired_options
+from experiments.specs.options import SHARED_FIELDS, added_options, options_model, retired_options
 from experiments.specs.strategies import DistillSpec, InitFromSpec, Variant
 from experiments.specs.strict import StrictModel
 from experiments.specs.values import flatten
@@ -292,6 +292,7 @@ class RunSpec(StrictModel):
             del identity["trainer"]["max_minutes"]
         # options retired since (they never changed training), at the value every run had
         identity["data"].update(retired_options("data", self.data.name))
+        _drop_added(identity["data"], self.data.name)
         return identity
 
     @property
@@ -309,10 +310,18 @@ class RunSpec(StrictModel):
             del dumped["model"]["init_from"]
         if "variants" in dumped:
             dumped["variants"] = ",".join(dumped["variants"])
+        _drop_added(dumped["data"], self.data.name)
         return flatten(dumped)
 
     def default_run_name(self) -> str:
         return f"{self.model.name}-{self.optimizer.name}-lr{self.optimizer.lr:g}-s{self.seed}"
+
+
+def _drop_added(data: dict[str, Any], name: str) -> None:
+    """Options added since, at the default every earlier run had: absent, as they were then."""
+    for key, default in added_options("data", name).items():
+        if key in data and data[key] == default:
+            del data[key]
 
 
 def _require_strategy(section: str, info: ValidationInfo, fix: str) -> None:
