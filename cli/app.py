@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from cli.commands import grid, ls, predict, report, run, suite, tune, ui
+from cli.commands import dashboard, grid, ls, predict, report, run, suite, tune, ui
 from cli.common import EXIT_BAD_INPUT, error
 
-COMMANDS = (run, grid, suite, tune, ls, report, predict, ui)  # each adds its parser(s) and handler
+COMMANDS = (run, grid, suite, tune, ls, report, predict, ui, dashboard)  # each adds its parser(s) and handler
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from core.plugins import load_plugins
 
         load_plugins()
-        return args.handler(args)
+        with command_line(sys.argv[1:] if argv is None else argv):
+            return args.handler(args)
     except KeyboardInterrupt:
         error("interrupted; finished runs are kept, re-run the same command to continue")
         return 130
@@ -44,6 +48,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as err:
         error(str(err))
         return EXIT_BAD_INPUT
+
+
+@contextlib.contextmanager
+def command_line(argv: Sequence[str]) -> Iterator[None]:
+    """``litbench ARGS`` in $LITBENCH_COMMAND while the command runs: its runs' ``mlflow.source.name``."""
+    from core.tags import COMMAND_ENV
+
+    before = os.environ.get(COMMAND_ENV)
+    os.environ[COMMAND_ENV] = shlex.join(["litbench", *argv])
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(COMMAND_ENV, None)
+        else:
+            os.environ[COMMAND_ENV] = before
 
 
 def _version() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from core.context import Context
 from core.store import sqlite_missing
@@ -80,6 +81,17 @@ def existing_store(ctx: Context) -> Context:
             "mlruns/, or pass the store with --tracking-uri (or MLFLOW_TRACKING_URI)"
         )
     return ctx
+
+
+def experiment_name(grid: str) -> str:
+    """The experiment a grid or study file runs in: its `name` (default: the file's stem); any other
+    text is taken as an experiment's name."""
+    path = Path(grid)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        from experiments.specs import read_yaml
+
+        return str(read_yaml(path).get("name") or path.stem)
+    return grid
 
 
 def positive_int(text: str) -> int:

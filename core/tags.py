@@ -17,6 +17,14 @@ TASK_BUDGET = "litbench.budget_epochs"  # the task's default epoch budget
 FACTOR_PREFIX = "litbench.factor."  # one tag per grid axis: litbench.factor.optimizer = adam-lr0.002
 PARENT = "mlflow.parentRunId"  # MLflow's own nesting tag
 GIT_COMMIT = "mlflow.source.git.commit"
+# the litbench command and its files, options left out (`litbench grid grids/x.yaml`): the UI's Source
+# column shows what follows its last "/", which would be a store's file name if the options stayed in
+SOURCE_NAME = "mlflow.source.name"
+COMMAND = "litbench.command"  # the whole command line, options and all
+SOURCE_TYPE = "mlflow.source.type"  # "LOCAL": a command on a machine, not a notebook or a job
+# The CLI puts its command line here for the duration of a command; the runs it starts (in this
+# process or in the worker processes and Ray workers it spawns, which inherit it) read it as SOURCE_NAME
+COMMAND_ENV = "LITBENCH_COMMAND"
 
 # ---- lineage: a run that starts from another run's weights, or learns from a teacher run
 STAGE = "litbench.stage"  # the grid stage of a cell (pretrain, finetune, ...); absent outside stages
@@ -69,3 +77,18 @@ TUNED_VALUE = "litbench.tuned.value"
 def factor_tags(factors: dict[str, str]) -> dict[str, str]:
     """The grid axes a run sets, as tags the UI can filter by and a report groups by."""
     return {f"{FACTOR_PREFIX}{axis}": value for axis, value in factors.items()}
+
+
+# The same axes as short params (``axis/optimizer``: ``sgd-lr0.05``). MLflow's compare view plots the
+# first three params that differ between the runs, in sorted order; the spec's own 45 params start at
+# ``data.`` and ``optimizer.alpha``, so the grid's axes are named to sort before every one of them.
+AXIS_PARAM_PREFIX = "axis/"
+
+
+def axis_params(tags: dict[str, str]) -> dict[str, str]:
+    """The ``axis/<axis>`` params of a run whose tags hold its factor tags."""
+    return {
+        f"{AXIS_PARAM_PREFIX}{key.removeprefix(FACTOR_PREFIX)}": value
+        for key, value in tags.items()
+        if key.startswith(FACTOR_PREFIX)
+    }

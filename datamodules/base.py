@@ -15,6 +15,7 @@ import lightning
 import torch
 from torch import Tensor
 
+from core.datasets import DataSplit, tensor_digest
 from core.metrics import TaskProtocol
 from datamodules.augment import AugmentationPolicy, augment_batch
 from datamodules.download import CorruptDataError, DataError
@@ -89,6 +90,7 @@ class ImageClassificationDataModule(lightning.LightningDataModule):
     input_shape: ClassVar[tuple[int, int, int]]  # (C, H, W)
     num_classes: ClassVar[int]
     default_augmentation: ClassVar[AugmentationPolicy] = AugmentationPolicy()
+    source_type: ClassVar[str] = "local"  # MLflow's dataset source type of ``data_source``
 
     def __init__(
         self,
@@ -179,6 +181,21 @@ class ImageClassificationDataModule(lightning.LightningDataModule):
         self.setup()
         assert self._splits is not None
         return {name: len(labels) for name, (_, labels) in self._splits.items()}
+
+    @property
+    def data_source(self) -> str:
+        """Where the sets are read from, as a run's dataset inputs record it."""
+        return str(self.data_dir)
+
+    def dataset_splits(self, name: str) -> dict[str, DataSplit]:
+        """Each split of data set ``name`` with a digest of its images and labels (the seeded split
+        and ``train_subset`` included), for the run's dataset inputs."""
+        self.setup()
+        assert self._splits is not None
+        return {
+            split: DataSplit(name, self.data_source, tensor_digest(x, y), len(y), self.source_type)
+            for split, (x, y) in self._splits.items()
+        }
 
     # ---- loaders -------------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ class DigitsDataModule(ImageClassificationDataModule):
     num_classes = 10
     default_augmentation = AugmentationPolicy(shift=1, rotate=10.0)
     test_fraction: ClassVar[float] = 0.2  # the set ships without a test split
+    source_type: ClassVar[str] = "code"  # bundled with scikit-learn: no file of ours to point at
+    data_source = "sklearn.datasets.load_digits"
 
     def _load_arrays(self) -> dict[str, tuple[Tensor, Tensor]]:
         from sklearn.datasets import load_digits  # imported here: scikit-learn is slow to import

@@ -48,6 +48,10 @@ class MNISTDataModule(ImageClassificationDataModule):
     def raw_dir(self) -> Path:
         return Path(self.data_dir) / self.folder / "raw"
 
+    @property
+    def data_source(self) -> str:
+        return str(self.raw_dir)
+
     def _present(self, gz_name: str) -> Path | None:
         """The file on disk, gzipped preferred over uncompressed, or None."""
         for path in (self.raw_dir / gz_name, self.raw_dir / gz_name.removesuffix(".gz")):

@@ -6,6 +6,7 @@ Where the store is and how to open it is ``core.store``; the tag names are ``cor
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,18 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> Non
         client.log_batch(run_id, params=entries[start : start + MAX_PARAMS_PER_BATCH])
 
 
+def source_name(command: str) -> str:
+    """``litbench grid grids/x.yaml --workers 2`` without its options: ``litbench grid grids/x.yaml``."""
+    words = shlex.split(command)
+    first_option = next((i for i, word in enumerate(words) if word.startswith("-")), len(words))
+    return shlex.join(words[:first_option])
+
+
+def param_strings(params: dict[str, Any]) -> dict[str, str]:
+    """Params as the run records them (lists in brackets, floats by repr)."""
+    return {key: _param_value(value) for key, value in params.items()}
+
+
 def _param_value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_param_value(v) for v in value) + "]"
@@ -74,6 +87,8 @@ def environment_tags() -> dict[str, str]:
         "litbench.env.torch_threads": str(torch.get_num_threads()),
         "litbench.env.hostname": socket.gethostname(),
     }
+    if command := os.environ.get(tag.COMMAND_ENV):
+        env |= {tag.COMMAND: command, tag.SOURCE_NAME: source_name(command), tag.SOURCE_TYPE: "LOCAL"}
     commit = _git_commit()
     if commit:
         env[tag.GIT_COMMIT] = commit

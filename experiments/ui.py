@@ -23,12 +23,30 @@ class StoreIsServerError(InputError):
     """The tracking URI already points at a server: there is nothing to serve."""
 
 
+APP_NAME = "litbench"  # experiments/ui_app.py, the mlflow.app entry point in pyproject.toml
 HOST = "127.0.0.1"  # the store holds unpublished results: never listen beyond this machine by default
+
+
+# MLflow 3's UI opens an experiment in its GenAI view (traces, prompts) unless the page's URL asks for
+# the model-training view; its `mlflow.experimentKind` tag is not read by 3.17, and the toggle's choice
+# lives in each browser's localStorage. The parameter is kept as the user navigates (the experiment
+# list's links carry it), so every URL litbench prints carries it.
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def experiments_url(base: str) -> str:
+    """The experiment list, in the model-training view."""
+    return f"{base}/#/experiments?{TRAINING_VIEW}"
+
+
+def runs_url(base: str, experiment_id: str) -> str:
+    """An experiment's runs table, in the model-training view."""
+    return f"{base}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}"
 
 
 def server_command(tracking_uri: str, port: int, host: str = HOST) -> list[str]:
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri]
-    command += ["--host", host, "--port", str(port), "--workers", "1"]
+    command += ["--host", host, "--port", str(port), "--workers", "1", "--app-name", APP_NAME]
     artifacts = default_artifact_location(tracking_uri)
     if artifacts:  # runs made by `litbench` keep their artifacts beside the SQLite database
         command += ["--default-artifact-root", artifacts]

@@ -12,7 +12,7 @@ from core.store import client_for
 
 # params that describe the data or the model's size rather than a choice a grid varies
 _NOT_FACTORS = ("seed", "model.num_params", "task")
-_NOT_FACTOR_PREFIXES = ("data.size.", "tracking.")
+_NOT_FACTOR_PREFIXES = ("data.size.", "tracking.", "axis/")  # axis/: the factor tags again, for the UI
 
 
 @dataclass(frozen=True)

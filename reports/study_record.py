@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from core import tags as tag
-from core.store import client_for, default_optuna_storage
+from core.store import client_for, default_optuna_storage, sqlite_missing
 from reports.collect import ReportInputError
 
 # the tags and user attrs `litbench tune` writes (core.tags)
@@ -102,7 +102,7 @@ def _load(name: str, location: str, parent_run_id: str) -> optuna.Study:
         f"put the storage back there, or point the parent run {parent_run_id} at where it is now: "
         f"`MlflowClient(URI).set_tag('{parent_run_id}', '{TAG_STORAGE}', 'sqlite:////new/path/optuna.db')`"
     )
-    path = _file_of(location)
+    path = storage_file(location)
     if path is not None and not path.is_file():
         raise StudyInputError(
             f"the Optuna storage of study {name!r} is missing: its parent run records {location} (tag "
@@ -110,16 +110,7 @@ def _load(name: str, location: str, parent_run_id: str) -> optuna.Study:
             "trials' MLflow runs remain, and `litbench tune` with the study file starts the study afresh"
         )
     try:
-        if "://" not in location:  # a journal file, as `litbench tune --storage x.journal` writes
-            from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-            storage = JournalStorage(JournalFileBackend(location))
-        elif path is not None:
-            storage = optuna.storages.RDBStorage(
-                "sqlite://", skip_table_creation=True, engine_kwargs={"creator": _read_only(path)}
-            )
-        else:
-            storage = optuna.storages.RDBStorage(location, skip_table_creation=True)
+        storage = open_read_only(location)
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         names = ", ".join(optuna.get_all_study_names(storage)) or "none"
@@ -134,7 +125,33 @@ def _load(name: str, location: str, parent_run_id: str) -> optuna.Study:
         ) from None
 
 
-def _file_of(location: str) -> Path | None:
+def recorded_storage(tracking_uri: str, experiment: str) -> str | None:
+    """The storage the study's parent run records (tag ``litbench.study.storage``); None when the store
+    does not exist (it is not created), ``experiment`` is no study, or its parent run predates the tag."""
+    if sqlite_missing(tracking_uri):
+        return None
+    parent = study_parent(tracking_uri, experiment)
+    return None if parent is None else parent.data.tags.get(TAG_STORAGE)
+
+
+def open_read_only(location: str) -> optuna.storages.BaseStorage:
+    """The Optuna storage at ``location``, opened so that nothing is created, migrated or written: a
+    SQLite file with ``mode=ro``, a journal file as it is, a server's tables as they are. A missing file
+    is the caller's to report first (``storage_file``); errors are the storage's own."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    path = storage_file(location)
+    if "://" not in location:  # a journal file, as `litbench tune --storage x.journal` writes
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(location))
+    if path is not None:
+        return optuna.storages.RDBStorage(
+            "sqlite://", skip_table_creation=True, engine_kwargs={"creator": _read_only(path)}
+        )
+    return optuna.storages.RDBStorage(location, skip_table_creation=True)
+
+
+def storage_file(location: str) -> Path | None:
     """The file behind a SQLite URL or a journal path; None for a server."""
     if location.startswith("sqlite:///"):
         return Path(location.removeprefix("sqlite:///"))

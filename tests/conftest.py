@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import torch
 
+from tests.browser import browser  # noqa: F401  (the headless chromium fixture of the UI tests)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LITBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 

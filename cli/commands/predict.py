@@ -21,7 +21,11 @@ def add_parser(commands) -> None:
             "...: index<TAB>prediction) into OUT; they are also logged to the run under submission/."
         ),
     )
-    predict.add_argument("run_id", help="the MLflow run id (see `litbench ls EXPERIMENT`)")
+    predict.add_argument(
+        "run_id",
+        metavar="RUN_ID|MODEL",
+        help="the MLflow run id (see `litbench ls EXPERIMENT`), or its logged model: models:/<model_id>",
+    )
     predict.add_argument("--out", default="submissions", help="output directory (default: ./submissions)")
     add_store(predict)
     predict.set_defaults(handler=handle_predict)
@@ -38,8 +42,9 @@ def add_parser(commands) -> None:
     )
     translate.add_argument(
         "run_id",
-        metavar="RUN_ID|CHECKPOINT",
-        help="the MLflow run id (see `litbench ls EXPERIMENT`), or a checkpoint: the run's artifact folder "
+        metavar="RUN_ID|MODEL|CHECKPOINT",
+        help="the MLflow run id (see `litbench ls EXPERIMENT`), its logged model (models:/<model_id>), "
+        "or a checkpoint: the run's artifact folder "
         "(`mlflow artifacts download -r RUN_ID -d DIR`) or its model/weights.pt beside spec.yaml",
     )
     translate.add_argument("file", nargs="?", help="a text file, one source sentence a line (default: stdin)")

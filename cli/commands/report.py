@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.common import EXIT_OK, add_store, console, context_of, existing_store
+from cli.common import EXIT_OK, add_store, console, context_of, existing_store, experiment_name
 from core.errors import SpecError
 
 DESCRIPTION = (
@@ -66,7 +66,7 @@ def handle(args: argparse.Namespace) -> int:
 
     if is_suite_file(args.grid):
         return _suite_report(args)
-    experiment = _grid_name(args.grid)
+    experiment = experiment_name(args.grid)
     ctx = existing_store(context_of(args))
     out_dir = Path(args.out) if args.out else None
     out = console()
@@ -134,13 +134,3 @@ def _suite_report(args: argparse.Namespace) -> int:
         + ", ".join(str(p.relative_to(report.out_dir)) for p in report.files)
     )
     return EXIT_OK
-
-
-def _grid_name(grid: str) -> str:
-    """A grid YAML file names its experiment with its `name` (default: the file's stem)."""
-    path = Path(grid)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        from experiments.specs import read_yaml
-
-        return str(read_yaml(path).get("name") or path.stem)
-    return grid

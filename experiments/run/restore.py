@@ -2,10 +2,11 @@
 unlabelled split, written as submission files.
 
 The run's own spec and weights come back from MLflow (``spec.yaml`` and ``model/weights.pt``, logged
-when ``tracking.log_checkpoint`` is on), or from those files on disk; the datamodule is rebuilt from
-the spec, so the tokenizer is the run's (the encoded-text cache hands back the very same one). For GLUE
-each file is the TSV the leaderboard expects (``SST-2.tsv``: ``index<TAB>prediction``); other text
-corpora get ``predict.tsv``.
+when ``tracking.log_checkpoint`` is on), from the run's logged model (``models:/<model_id>``: the
+same two files, see ``experiments.run.logged_model``), or from those files on disk; the datamodule is
+rebuilt from the spec, so the tokenizer is the run's (the encoded-text cache hands back the very
+same one). For GLUE each file is the TSV the leaderboard expects (``SST-2.tsv``:
+``index<TAB>prediction``); other text corpora get ``predict.tsv``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from core.context import Context
 from core.errors import SpecError
 from core.store import sqlite_missing
+from experiments.run.logged_model import download_model, is_model_ref, logged_model
 from experiments.run.prepare import Prepared, prepare
 from experiments.run.weights_file import read_state_dict
 from experiments.specs import load_run_spec
@@ -25,17 +27,44 @@ from tasks.text_classification import Submission, TextClassification
 WEIGHTS_ARTIFACT = "model/weights.pt"
 
 
+def load_logged_model(model_uri: str, ctx: Context) -> Prepared:
+    """The logged model ``models:/<model_id>`` (or a bare ``m-...`` id) of a litbench run, rebuilt from
+    its ``spec.yaml`` and ``weights.pt`` (read with ``weights_only=True``): the ``Prepared`` the runner
+    would build, ``.network`` holding the trained weights (in eval mode) and ``.spec`` the run's spec.
+
+    ``load_logged_model("models:/m-...", Context.resolve(tracking_uri))``"""
+    _check_store(model_uri, ctx)
+    with tempfile.TemporaryDirectory(prefix="litbench-restore-") as tmp:
+        spec_file, weights_file = download_model(model_uri, ctx.client, ctx.tracking_uri, Path(tmp))
+        return _rebuild(spec_file, weights_file, ctx.data_dir)
+
+
+def source_run_id(ref: str, ctx: Context) -> str:
+    """The run behind ``ref``: ``ref`` itself, or the run that logged model ``ref``."""
+    if not is_model_ref(ref):
+        return ref
+    _check_store(ref, ctx)
+    return logged_model(ref, ctx.client, ctx.tracking_uri).source_run_id or ""
+
+
+def _check_store(ref: str, ctx: Context) -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # two small files: no bars
+    if sqlite_missing(ctx.tracking_uri):
+        raise SpecError(  # opening it would create an empty store
+            f"no run {ref!r}: there is no store at {ctx.tracking_uri}; pass the --tracking-uri the run "
+            "was tracked in"
+        )
+
+
 def restore_run(run_id: str, ctx: Context) -> Prepared:
     """Run ``run_id`` rebuilt from its tracked spec and weights: the ``Prepared`` the runner would
-    build (datamodule, network, module), the network holding the trained weights."""
+    build (datamodule, network, module), the network holding the trained weights. ``run_id`` may
+    also be one of its logged models, ``models:/<model_id>`` or a bare ``m-...`` id."""
     from mlflow.exceptions import MlflowException
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # two small files: no bars
-    uri = ctx.tracking_uri
-    if sqlite_missing(uri):
-        raise SpecError(  # opening it would create an empty store
-            f"no run {run_id!r}: there is no store at {uri}; pass the --tracking-uri the run was tracked in"
-        )
+    if is_model_ref(run_id):
+        return load_logged_model(run_id, ctx)
+    _check_store(run_id, ctx)
     client = ctx.client
     try:
         client.get_run(run_id)
@@ -100,8 +129,9 @@ def _rebuild(spec_file: Path, weights_file: Path, data_dir: Path) -> Prepared:
 
 def predict_run(run_id: str, ctx: Context, out_dir: Path) -> list[Submission]:
     """Write one submission file per unlabelled split of run ``run_id``'s data into ``out_dir``
-    and log them to the run under ``submission/``."""
+    and log them to the run under ``submission/``. ``run_id`` may be one of its logged models."""
     prepared = restore_run(run_id, ctx)
+    run_id = source_run_id(run_id, ctx)
     if not isinstance(prepared.task, TextClassification):
         raise SpecError(
             f"run {run_id} is a {prepared.task.name.replace('_', ' ')} run; `litbench predict` writes the "

@@ -22,12 +22,15 @@ import yaml
 
 from core import tags as tag
 from core.context import Context
+from core.datasets import DataSplit
 from core.errors import SpecError
 from experiments import claims, tracking
 from experiments.environment import launched_rank, quiet_libraries
 from experiments.run.buffered_logger import BufferedMLFlowLogger
+from experiments.run.datasets import log_dataset_inputs, run_splits
 from experiments.run.fit import fit_and_test
 from experiments.run.lineage import init_weights, resolve_refs, teacher_targets
+from experiments.run.logged_model import log_best_model
 from experiments.run.prepare import Prepared, prepare
 from experiments.specs import RunSpec
 from lightning_modules.architectures import count_parameters
@@ -137,7 +140,10 @@ def execute(
         params["model.num_params"] = count_parameters(prepared.network)
         params.update({f"data.size.{k}": v for k, v in prepared.datamodule.sizes().items()})
         params.update(prepared.task.tracking_params(prepared.datamodule))
+        params.update(tag.axis_params(all_tags))  # the grid's axes, first in MLflow's compare view
         tracking.log_params(client, run_id, params)
+        splits = run_splits(prepared)
+        log_dataset_inputs(client, run_id, splits)
         logger = BufferedMLFlowLogger(
             experiment_name=experiment, tracking_uri=ctx.tracking_uri, run_id=run_id
         )
@@ -148,7 +154,8 @@ def execute(
             summary |= _test_variants(prepared, client, run_id)
             logger.log_metrics(summary, step=trainer.global_step)
             logger.wait()
-            _log_artifacts(prepared, MlflowArtifacts(client, run_id, Path(workdir)))
+            sink = MlflowArtifacts(client, run_id, Path(workdir))
+            _log_artifacts(prepared, sink, run_name, trainer.global_step, splits.get("test"))
         # one dict per test set (MNLI has two); their keys differ by stage name
         result.metrics = {k: float(v) for results in tested for k, v in results.items()} | summary
         client.set_terminated(run_id, "FINISHED")
@@ -231,8 +238,11 @@ def _execute_other_rank(
     return RunResult("", spec.default_run_name(), spec.spec_hash, "FINISHED")
 
 
-def _log_artifacts(prepared: Prepared, sink: MlflowArtifacts) -> None:
-    """The spec, the best weights (unless switched off), then the task kind's own artifacts."""
+def _log_artifacts(
+    prepared: Prepared, sink: MlflowArtifacts, name: str, step: int, test: DataSplit | None
+) -> None:
+    """The spec, the best weights and their logged model (unless switched off), then the task kind's
+    own artifacts."""
     spec = prepared.spec
     spec_file = sink.workdir / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
@@ -243,6 +253,7 @@ def _log_artifacts(prepared: Prepared, sink: MlflowArtifacts) -> None:
         weights = sink.workdir / "weights.pt"
         torch.save(prepared.network.state_dict(), weights)
         sink.log(weights, "model")
+        log_best_model(sink.client, sink.run_id, name, (spec_file, weights), spec.flat_params(), step, test)
     prepared.task.log_artifacts(prepared, sink, spec.tracking.heatmaps)
 
 
