@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core import tags as tag
 from core.errors import InputError
 
 ADDRESS_ENV = "RAY_ADDRESS"  # Ray's own variable: `ray start --head` prints it
@@ -75,8 +74,7 @@ def connect(address: str | None) -> Any:
             include_dashboard=False,
             log_to_driver=False,  # each cell's output goes to its run's log, not the grid command's
             configure_logging=False,
-            # the CLI's command line reaches the workers' runs as their mlflow.source.name
-            runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1", **_command_env()}},
+            runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
         )
     except Exception as err:  # Ray raises plain Exception for a head that does not start or answer
         where = f"at {address}" if address else "on this machine"
@@ -87,11 +85,6 @@ def connect(address: str | None) -> Any:
             "node's ~/.ray/auth_token to this machine (or set $RAY_AUTH_TOKEN to its contents)."
         ) from None
     return ray
-
-
-def _command_env() -> dict[str, str]:
-    command = os.environ.get(tag.COMMAND_ENV)
-    return {tag.COMMAND_ENV: command} if command else {}
 
 
 def _offer_token() -> None:

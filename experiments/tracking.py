@@ -48,6 +48,21 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> Non
         client.log_batch(run_id, params=entries[start : start + MAX_PARAMS_PER_BATCH])
 
 
+def current_command() -> str | None:
+    """The litbench command line this process works for ($LITBENCH_COMMAND, set by the CLI)."""
+    return os.environ.get(tag.COMMAND_ENV)
+
+
+def adopt_command(command: str | None) -> None:
+    """Work for ``command`` from now on. A worker forked from a long-lived process (the fork server, a
+    Ray worker) inherited the environment of whichever command started that process; its task says
+    which command it runs for."""
+    if command:
+        os.environ[tag.COMMAND_ENV] = command
+    else:
+        os.environ.pop(tag.COMMAND_ENV, None)
+
+
 def source_name(command: str) -> str:
     """``litbench grid grids/x.yaml --workers 2`` without its options: ``litbench grid grids/x.yaml``."""
     words = shlex.split(command)
@@ -87,7 +102,7 @@ def environment_tags() -> dict[str, str]:
         "litbench.env.torch_threads": str(torch.get_num_threads()),
         "litbench.env.hostname": socket.gethostname(),
     }
-    if command := os.environ.get(tag.COMMAND_ENV):
+    if command := current_command():
         env |= {tag.COMMAND: command, tag.SOURCE_NAME: source_name(command), tag.SOURCE_TYPE: "LOCAL"}
     commit = _git_commit()
     if commit:

@@ -48,6 +48,7 @@ def cell_task(
         "data_dir": str(Path(ctx.data_dir).resolve()),
         "retry_failed": retry_failed,
         "force": force,
+        "command": tracking.current_command(),  # the runs' mlflow.source.name
     }
 
 

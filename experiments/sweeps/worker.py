@@ -17,6 +17,7 @@ from typing import Any
 
 from core import tags as tag
 from core.context import Context
+from experiments import tracking
 from experiments.processes import bootstrap
 
 
@@ -53,6 +54,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any] | None:
     from experiments.run.runner import RunFailedError, execute, one_line
     from experiments.specs import RunSpec, validate_run_spec
 
+    tracking.adopt_command(task.get("command"))
     spec = task["spec"]
     if not isinstance(spec, RunSpec):
         spec = validate_run_spec(spec, where=task["run_name"])

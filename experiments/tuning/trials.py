@@ -25,6 +25,7 @@ from core import tags as tag
 from core.context import Context
 from core.errors import SpecError
 from core.metrics import better
+from experiments import tracking
 from experiments.processes import THREADS_ENV, start_command
 from experiments.specs import validate_run_spec
 from experiments.sweeps.grid import label
@@ -65,6 +66,7 @@ def is_ddp(spec) -> bool:
 
 def objective_of(task: dict[str, Any], spec: StudySpec) -> Callable[[optuna.Trial], float]:
     """Optuna's objective for the study in ``task`` (its storage, store, data, parent run)."""
+    tracking.adopt_command(task.get("command"))
     ctx = Context(task["tracking_uri"], Path(task["data_dir"]))
     client = ctx.client
     metric, direction = task["objective"], task["direction"]

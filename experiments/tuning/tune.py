@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from core import tags as tag
 from core.context import Context
 from core.errors import SpecError
+from experiments import tracking
 from experiments.events import Listener, TrialEnded, WorkerProblem, ignore
 from experiments.processes import start_forked
 from experiments.tuning.parent import parent_run, retire_stale, update_parent
@@ -211,6 +212,7 @@ def run_study(
             "target": target,
             "first_number": first_number,
             "devices": base.trainer.devices if is_ddp(base) else 1,
+            "command": tracking.current_command(),  # the trials' mlflow.source.name
         }
         while True:
             retire_stale(study, location, client, experiment_id)
