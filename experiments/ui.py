@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from importlib.metadata import entry_points
 
 from core.errors import InputError
 from core.store import default_artifact_location
@@ -46,7 +47,9 @@ def runs_url(base: str, experiment_id: str) -> str:
 
 def server_command(tracking_uri: str, port: int, host: str = HOST) -> list[str]:
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri]
-    command += ["--host", host, "--port", str(port), "--workers", "1", "--app-name", APP_NAME]
+    command += ["--host", host, "--port", str(port), "--workers", "1"]
+    if entry_points(group="mlflow.app", name=APP_NAME):  # absent when litbench runs uninstalled
+        command += ["--app-name", APP_NAME]
     artifacts = default_artifact_location(tracking_uri)
     if artifacts:  # runs made by `litbench` keep their artifacts beside the SQLite database
         command += ["--default-artifact-root", artifacts]

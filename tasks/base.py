@@ -130,8 +130,10 @@ class TaskKind(ABC):
 
     def dataset_splits(self, datamodule: Any, name: str) -> dict[str, DataSplit]:
         """Every split the run reads (train, val, test, predict ...) as ``DataSplit``s: the run's
-        dataset inputs. ``name`` is the spec's data name; by default the datamodule describes them."""
-        return datamodule.dataset_splits(name)
+        dataset inputs. ``name`` is the spec's data name; by default the datamodule describes them, and
+        a datamodule of a plugin that does not (no ``dataset_splits``) records none."""
+        describe = getattr(datamodule, "dataset_splits", None)
+        return describe(name) if describe is not None else {}
 
     def fit_metrics(self, datamodule: Any) -> dict[str, float]:
         """Metrics a run records once, beside its fit time (the time tokenizing took, say)."""

@@ -80,6 +80,17 @@ def test_every_run_records_its_splits_as_dataset_inputs(store: dict) -> None:
     assert all(moved[s].digest != inputs_of(first)[s].digest for s in SPLITS)
 
 
+def test_search_runs_shows_the_dataset_inputs_with_their_digests(store: dict) -> None:
+    mlflow.set_tracking_uri(store["uri"])
+    experiment_id = store["runs"]["tiny"][0].info.experiment_id
+    found = mlflow.search_runs(experiment_ids=[experiment_id], output_format="list")
+    assert len(found) == 2
+    for run in found:
+        shown = {(i.dataset.name, i.dataset.digest) for i in run.inputs.dataset_inputs}
+        recorded = {(d.name, d.digest) for d in inputs_of(store["client"].get_run(run.info.run_id)).values()}
+        assert shown == recorded and {name for name, _ in shown} == {f"digits/{s}" for s in SPLITS}
+
+
 def test_the_source_tag_is_the_litbench_command(store: dict) -> None:
     for run in store["runs"]["tiny"]:
         # the UI shows what follows the source's last "/": the grid's file, not the store's

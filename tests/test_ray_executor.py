@@ -127,7 +127,7 @@ def test_a_worker_node_killed_mid_grid_loses_no_cell(two_nodes, tmp_path: Path) 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [
         sys.executable, "-m", "cli", "grid", str(QUICKSTART), "--executor", "ray",
-        "--ray-address", cluster.address, "--tracking-uri", store, "--set", "trainer.max_epochs=25",
+        "--ray-address", cluster.address, "--tracking-uri", store, "--set", "trainer.max_epochs=40",
     ]  # fmt: skip
     grid = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -139,7 +139,7 @@ def test_a_worker_node_killed_mid_grid_loses_no_cell(two_nodes, tmp_path: Path) 
             if victims:
                 break
             time.sleep(0.5)
-        time.sleep(1.0)  # mid-cell
+        time.sleep(0.3)  # mid-cell: a digits cell of 40 epochs trains for seconds, polled every 0.5 s
         (node,) = [n for n in cluster.worker_nodes if n.node_id == worker]
         for pid in _node_processes(node):
             os.kill(pid, signal.SIGKILL)
