@@ -2,7 +2,7 @@
 
 Everything runs against a real `mlflow server` on 127.0.0.1 (its own SQLite backend and artifact
 folder in a scratch directory), as a team would run it, with the commands started as users start them:
-1. Whole grids: `litbench grid` (12 tiny digits cells, `--workers 2`) is SIGKILLed, with its fork
+1. Whole grids: `litbench grid` (18 tiny digits cells, `--workers 2`) is SIGKILLed, with its fork
    server and every worker (its process group), at a random moment, ``--grid-kills`` times.
 2. Single workers: in a grid of its own, a worker that holds a RUNNING run is SIGKILLed (read off its
    run's `litbench.pid` tag), in ``--worker-kills`` grids of their own (a cell killed twice in a row
@@ -45,15 +45,15 @@ BASE = """base:
 GRID = (
     "name: GRID_NAME\n"
     + BASE
-    + "axes:\n  optimizer.lr: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3]\nseeds: [0, 1]\n"
+    + "axes:\n  optimizer.lr: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3]\nseeds: [0, 1, 2]\n"
 )
 STUDY = (
     "name: chaos_study\n"
     + BASE
     + "space:\n  optimizer.lr: {type: float, low: 1.0e-4, high: 0.3, log: true}\n"
-    + "objective: val/acc\nsampler: {name: tpe, seed: 0}\ntrials: 24\n"
+    + "objective: val/acc\nsampler: {name: tpe, seed: 0}\ntrials: 40\n"
 )
-CELLS = 12
+CELLS = 18
 
 
 def free_port() -> int:
@@ -124,14 +124,21 @@ def kill_group(process: subprocess.Popen) -> None:
 def kill_whole(
     args: list[str], times: int, rng: random.Random, scratch: Path, uri: str, seen: set[str]
 ) -> int:
-    """Start the command and SIGKILL its process group at a random moment, ``times`` times."""
+    """Start the command and SIGKILL its process group at a random moment until it was killed
+    ``times`` times (at most three times as many starts: a start that ended before its moment came
+    killed nothing). Once its work is done a start only checks and ends, so later moments fall in
+    its start-up: a kill there must lose nothing either."""
     kills = 0
-    for _ in range(times):
+    for _ in range(3 * times):
+        if kills == times:
+            break
         command = litbench(args, scratch, uri)
-        time.sleep(rng.uniform(4.0, 16.0))
+        time.sleep(rng.uniform(2.0, 14.0))
         if command.poll() is None:
             kill_group(command)
             kills += 1
+        else:
+            command.wait()
         seen |= finished_ids(uri, args_experiment(args))
     return kills
 

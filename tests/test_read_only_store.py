@@ -20,15 +20,9 @@ from pathlib import Path
 import pytest
 
 from cli import main
+from tests.test_bad_inputs import TINY
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = """seed: 0
-data: {name: digits, batch_size: 32}
-model: {name: mlp, hidden: [16]}
-optimizer: {name: adam, lr: 0.01}
-trainer: {max_epochs: 1, limit_train_batches: 2, limit_val_batches: 1, accelerator: cpu}
-tracking: {heatmaps: 0, log_checkpoint: false}
-"""
 GRID = "name: tiny\nbase:\n" + "".join(f"  {line}\n" for line in TINY.splitlines()) + "seeds: [0, 1]\n"
 BEGIN, END = "@@litbench-begin ", "@@litbench-exit "
 

@@ -94,11 +94,7 @@ def handle(args: argparse.Namespace) -> int:
                 mode=args.mode,
                 progress=lambda step: status.update(step),
             )
-    out.print((report.out_dir / "summary.md").read_text(), markup=False)
-    out.print(
-        f"[bold]wrote {len(report.files)} files to {report.out_dir}/:[/] "
-        + ", ".join(str(p.relative_to(report.out_dir)) for p in report.files)
-    )
+    _print_written(out, report)
     return EXIT_OK
 
 
@@ -128,9 +124,14 @@ def _suite_report(args: argparse.Namespace) -> int:
             Path(args.out) if args.out else None,
             progress=lambda step: status.update(step),
         )
+    _print_written(out, report)
+    return EXIT_OK
+
+
+def _print_written(out, report) -> None:
+    """The report's summary, then the files it wrote."""
     out.print((report.out_dir / "summary.md").read_text(), markup=False)
     out.print(
         f"[bold]wrote {len(report.files)} files to {report.out_dir}/:[/] "
         + ", ".join(str(p.relative_to(report.out_dir)) for p in report.files)
     )
-    return EXIT_OK
