@@ -243,6 +243,10 @@ def main() -> None:
         parents = [r for r in study_runs if r.data.tags.get("litbench.study.role") == "parent"]
         running = [r for r in grid_runs + study_runs if r.info.status == "RUNNING"]
         statuses = Counter(r.info.status for r in grid_runs)
+        latest = {}  # each cell's last run, for the cells without a FINISHED one
+        for r in sorted(grid_runs, key=lambda r: r.info.start_time or 0):
+            latest[(r.data.tags.get("litbench.grid"), r.data.tags.get("litbench.spec_hash"))] = r
+        undone = [r for cell, r in latest.items() if cell not in per_cell]
         server.stop()
     kills = grid_kills + study_kills + worker_kills
     print(f"chaos, seed {args.seed}, {time.monotonic() - started:.0f} s:")
@@ -257,6 +261,8 @@ def main() -> None:
         f"  cells left undone after one plain re-run: {CELLS * len(grids) - len(per_cell)}"
         f" (exit codes {rerun})"
     )
+    for r in undone:  # what a re-run left undone, and why
+        print(f"    undone: {r.info.run_name} ({r.info.status}): {r.data.tags.get('litbench.failure', '')}")
     print(f"  grid runs by status: {dict(statuses)}")
     unique = len(numbers) == len(set(numbers))
     print(f"  study: {len(numbers)} trial runs, trial numbers unique: {unique}, parent runs: {len(parents)}")

@@ -30,6 +30,13 @@ class _Running:
     allocation: Allocation
     outcome_path: Path
     started: float = field(default_factory=time.monotonic)
+    seen_dead: float | None = None  # when a worker killed by a signal was first seen dead
+
+
+# A worker killed by a signal is recorded this long after it is seen dead. A kill of the whole process
+# group (the command killed, a node preempted) takes this command down within it; the next command then
+# finds the run orphaned, which is not the cell's own repeated kill (two of those make it FAILED).
+SIGNAL_GRACE_S = 1.0
 
 
 def cell_task(
@@ -112,7 +119,10 @@ class LocalPool:
         """The outcomes of the cells whose workers ended within ``timeout`` seconds."""
         time.sleep(timeout)
         ended = []
+        now = time.monotonic()
         for entry in [r for r in self.running if r.job.returncode() is not None]:
+            if self._in_signal_grace(entry, now):
+                continue
             self.running.remove(entry)
             self.pool.release(entry.allocation)
             ended.append(self._collect(entry))
@@ -124,6 +134,14 @@ class LocalPool:
             entry.job.terminate()
         for entry in self.running:
             entry.job.wait(timeout=60)
+
+    def _in_signal_grace(self, entry: _Running, now: float) -> bool:
+        code = entry.job.returncode()
+        if code is None or code >= 0 or entry.outcome_path.exists():
+            return False
+        if entry.seen_dead is None:
+            entry.seen_dead = now
+        return now - entry.seen_dead < SIGNAL_GRACE_S
 
     def _collect(self, entry: _Running) -> CellOutcome:
         wall = time.monotonic() - entry.started
