@@ -263,3 +263,9 @@ def _load_cache(
     except Exception as err:  # truncated, garbage or foreign: rebuild, never trust it
         log.warning("text cache %s is unusable (%s: %s); rebuilding it", path, type(err).__name__, err)
         return None
+
+
+def sequence_tensors(sequences: TokenSequences | None) -> tuple[Any, Any]:
+    """The flat ids and offsets of ``sequences`` (None, None for an absent second text): what a
+    split's digest hashes."""
+    return (None, None) if sequences is None else (sequences.flat, sequences.offsets)

@@ -36,9 +36,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from core.datasets import DataSplit, tensor_digest
 from core.metrics import TaskProtocol
 from datamodules.download import DataError
-from datamodules.encoded_text import EncodedCorpus, TokenSequences, encode_cached
+from datamodules.encoded_text import EncodedCorpus, TokenSequences, encode_cached, sequence_tensors
 from datamodules.parallel_files import (
     ParallelText,
     check_columns,
@@ -372,6 +373,24 @@ class ParallelCorpusDataModule(lightning.LightningDataModule):
             "pad_id": self.pad_id,
             "bos_id": self.bos_id,
             "eos_id": self.eos_id,
+        }
+
+    def dataset_splits(self, name: str) -> dict[str, DataSplit]:
+        """Each split digested from its source and target ids (after the max_len filter), for the
+        run's dataset inputs; named by the datamodule, sourced from the hub or the data folder."""
+        self.setup()
+        hub = self.corpus == "hub"
+        where = self.path if isinstance(self.path, str) else None
+        source = where if hub and where else str(Path(self.data_dir, where or ""))
+        return {
+            split: DataSplit(
+                self.name,
+                source,
+                tensor_digest(*sequence_tensors(data.src), *sequence_tensors(data.tgt)),
+                len(data),
+                "hugging_face" if hub else "local",
+            )
+            for split, data in self.datasets.items()
         }
 
     def tracking_params(self) -> dict[str, Any]:

@@ -25,9 +25,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from core.datasets import DataSplit, tensor_digest
 from core.metrics import TaskProtocol
 from datamodules.download import DataError
-from datamodules.encoded_text import EncodedCorpus, TokenSequences, encode_cached
+from datamodules.encoded_text import EncodedCorpus, TokenSequences, encode_cached, sequence_tensors
 from datamodules.registry import DATAMODULES
 from datamodules.sharding import trainer_rank
 from datamodules.text_batches import TextDataset, make_loader
@@ -187,6 +188,20 @@ class TextClassificationDataModule(lightning.LightningDataModule):
     def sizes(self) -> dict[str, int]:
         self.setup()
         return {name: len(dataset) for name, dataset in self.datasets.items()}
+
+    def dataset_splits(self, name: str) -> dict[str, DataSplit]:
+        """Each split digested from its token ids and labels, so the digest follows the texts, the
+        holdout and the fitted tokenizer. Named by the datamodule (``glue/sst2``), not by ``name``."""
+        self.setup()
+        return {
+            split: DataSplit(
+                self.name,
+                str(self.data_dir),
+                tensor_digest(*sequence_tensors(data.a), *sequence_tensors(data.b), data.labels),
+                len(data),
+            )
+            for split, data in self.datasets.items()
+        }
 
     def tracking_params(self) -> dict[str, Any]:
         """Tokenizer facts a run records beside its spec (the vocabulary is fit on the data)."""

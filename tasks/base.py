@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Protocol
 import lightning
 from torch import nn
 
-from core.datasets import DataSplit, tensor_digest
+from core.datasets import DataSplit
 from core.errors import SpecError
 from core.metrics import TaskProtocol
 from core.registry import Registry
@@ -141,23 +141,3 @@ class TaskKind(ABC):
 
     def log_artifacts(self, built: Built, sink: ArtifactSink, heatmaps: int) -> None:  # noqa: B027
         """Figures and outputs of a finished run (``heatmaps``: how many examples to draw; 0: none)."""
-
-
-def text_splits(datamodule: Any) -> dict[str, DataSplit]:
-    """The splits of a text datamodule (``datasets``: split -> ``TextDataset``), each digested from its
-    token ids and labels, so the digest follows the texts, the holdout and the fitted tokenizer."""
-    datamodule.setup()
-    return {
-        split: DataSplit(
-            datamodule.name,
-            str(datamodule.data_dir),
-            tensor_digest(*sequence_tensors(data.a), *sequence_tensors(data.b), data.labels),
-            len(data),
-        )
-        for split, data in datamodule.datasets.items()
-    }
-
-
-def sequence_tensors(sequences: Any) -> tuple[Any, Any]:
-    """The flat ids and offsets of a ``TokenSequences`` (None, None for an absent second text)."""
-    return (None, None) if sequences is None else (sequences.flat, sequences.offsets)

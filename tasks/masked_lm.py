@@ -14,14 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.datasets import DataSplit
 from core.metrics import TaskProtocol
 from core.registry import Registry
 from datamodules.masked_text import MaskedTextDataModule
 from lightning_modules.architectures import MODELS
 from lightning_modules.architectures.transformer import MLM_MODELS, mlm_network
 from lightning_modules.masked_lm import EVAL_METRICS, MaskedLMModule, seeded_generator
-from tasks.base import ArtifactSink, Built, TaskKind, Training, text_splits
+from tasks.base import ArtifactSink, Built, TaskKind, Training
 from tasks.registry import register_task
 
 SAMPLES = 3  # test sentences written to mlm_samples.txt
@@ -46,9 +45,6 @@ class MaskedLM(TaskKind):
             f"{model!r} has no masked-language-model head (a prediction at every position); the models "
             f"with one are {', '.join(MLM_MODELS.names())}"
         )
-
-    def dataset_splits(self, datamodule: Any, name: str) -> dict[str, DataSplit]:
-        return text_splits(datamodule)  # named by the datamodule: glue/sst2, not the spec's "glue"
 
     def logged_metrics(self, scoring: TaskProtocol) -> tuple[str, ...]:
         return EVAL_METRICS

@@ -14,7 +14,6 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from core.datasets import DataSplit
 from core.errors import SpecError
 from datamodules.glue import GlueDataModule
 from datamodules.glue_files import write_submission
@@ -22,7 +21,7 @@ from lightning_modules.architectures import MODELS
 from lightning_modules.attention_figures import save_attention_figure
 from lightning_modules.attributions import save_attributions_html, token_attributions
 from lightning_modules.metrics import predictions as predictions_of
-from tasks.base import ArtifactSink, Built, text_splits
+from tasks.base import ArtifactSink, Built
 from tasks.classification import Classification
 from tasks.registry import register_task
 
@@ -61,9 +60,6 @@ class TextClassification(Classification):
 
     def tracking_params(self, datamodule: Any) -> dict[str, Any]:
         return datamodule.tracking_params()  # the fitted vocabulary and its cache entry
-
-    def dataset_splits(self, datamodule: Any, name: str) -> dict[str, DataSplit]:
-        return text_splits(datamodule)  # named by the datamodule: glue/sst2, not the spec's "glue"
 
     def fit_metrics(self, datamodule: Any) -> dict[str, float]:
         return {} if datamodule.tokenize_s is None else {"perf/tokenize_s": datamodule.tokenize_s}

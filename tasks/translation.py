@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from core.datasets import DataSplit, tensor_digest
 from core.metrics import TaskProtocol
 from core.registry import Registry
 from lightning_modules.architectures import SEQ2SEQ_MODELS
@@ -21,7 +19,7 @@ from lightning_modules.architectures.seq2seq import create_seq2seq_model
 from lightning_modules.attention_figures import save_alignment_figure
 from lightning_modules.decoding import beam_search, greedy_decode_with_attention
 from lightning_modules.seq2seq import Seq2SeqModule
-from tasks.base import ArtifactSink, Built, TaskKind, Training, sequence_tensors
+from tasks.base import ArtifactSink, Built, TaskKind, Training
 from tasks.registry import register_task
 
 
@@ -86,23 +84,6 @@ class Translation(TaskKind):
 
     def tracking_params(self, datamodule: Any) -> dict[str, Any]:
         return datamodule.tracking_params()
-
-    def dataset_splits(self, datamodule: Any, name: str) -> dict[str, DataSplit]:
-        """Each split digested from its source and target ids (after the max_len filter)."""
-        datamodule.setup()
-        hub = datamodule.corpus == "hub"
-        where = datamodule.path if isinstance(datamodule.path, str) else None
-        source = where if hub and where else str(Path(datamodule.data_dir, where or ""))
-        return {
-            split: DataSplit(
-                datamodule.name,
-                source,
-                tensor_digest(*sequence_tensors(data.src), *sequence_tensors(data.tgt)),
-                len(data),
-                "hugging_face" if hub else "local",
-            )
-            for split, data in datamodule.datasets.items()
-        }
 
     def fit_metrics(self, datamodule: Any) -> dict[str, float]:
         return {} if datamodule.tokenize_s is None else {"perf/tokenize_s": datamodule.tokenize_s}

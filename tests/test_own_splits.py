@@ -14,6 +14,7 @@ from datamodules.download import DataError
 from datamodules.seq2seq import ParallelCorpusDataModule
 from datamodules.text_classification import TextClassificationFiles
 from experiments.specs import SpecError, validate_run_spec
+from tests.test_seq2seq_data import datamodule, write_lines
 
 SUBJECTS = [("a man", "ein Mann"), ("a woman", "eine Frau"), ("the dog", "der Hund"), ("a child", "ein Kind")]
 VERBS = [
@@ -38,10 +39,6 @@ TRAIN, DEV = PAIRS[:40], PAIRS[40:48]
 TEST = [*PAIRS[48:][::-1], LONG]  # reversed: file order, not sorted or corpus order, must survive
 
 
-def write_lines(path: Path, lines: list[str]) -> None:
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-
-
 def write_tsv(path: Path, pairs: list[tuple[str, str]]) -> None:
     write_lines(path, [f"{en}\t{de}" for en, de in pairs])
 
@@ -52,16 +49,8 @@ def write_aligned(root: Path, prefix: str, pairs: list[tuple[str, str]]) -> None
 
 
 def translation(tmp_path: Path, **kwargs: Any) -> ParallelCorpusDataModule:
-    args: dict[str, Any] = {
-        "data_dir": str(tmp_path),
-        "source_lang": "de",
-        "target_lang": "en",
-        "vocab_size": 2000,
-        "batch_size": 4,
-        "eval_batch_size": 4,
-        "cache_dir": str(tmp_path / "cache"),
-    }
-    dm = ParallelCorpusDataModule(**(args | kwargs))
+    """The seq2seq tests' tiny datamodule, read and set up as a fit would."""
+    dm = datamodule(tmp_path, **kwargs)
     dm.prepare_data()
     dm.setup("fit")
     return dm
