@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import optuna
@@ -17,6 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 import cli
+from core import tags as tag
 from core.context import Context
 from core.store import client_for, experiment_id_for
 from experiments.specs import SpecError, validate_run_spec
@@ -219,42 +222,61 @@ def test_two_workers_on_a_storage_that_does_not_exist_yet(
     assert os.getpid() not in pids and len(pids) == 2, "each worker process ran trials"
 
 
+def _trial_in_flight(tracking_uri: str, storage: str) -> int | None:
+    """The number of a RUNNING trial whose MLflow run is RUNNING, once a trial has finished; read with
+    sqlite3 (read-only), which answers in milliseconds where a client's first look takes seconds."""
+    stores = [Path(uri.removeprefix("sqlite:///")) for uri in (storage, tracking_uri)]
+    if not all(store.exists() for store in stores):
+        return None
+    try:
+        with closing(sqlite3.connect(f"file:{stores[0]}?mode=ro", uri=True, timeout=1)) as db:
+            states = dict(db.execute("SELECT number, state FROM trials"))
+        with closing(sqlite3.connect(f"file:{stores[1]}?mode=ro", uri=True, timeout=1)) as db:
+            query = (
+                "SELECT tags.value FROM runs JOIN tags ON runs.run_uuid = tags.run_uuid "
+                "WHERE runs.status = 'RUNNING' AND tags.key = ?"
+            )
+            tracked = {int(row[0]) for row in db.execute(query, (tag.TRIAL_NUMBER,))}
+    except sqlite3.OperationalError:  # the tables are not made yet, or a write holds the lock
+        return None
+    if not any(state in ("COMPLETE", "PRUNED") for state in states.values()):
+        return None
+    running = [n for n, state in states.items() if state == "RUNNING" and n in tracked]
+    return running[0] if running else None
+
+
 def test_sigkilled_tune_resumes_to_exactly_n_finished_trials(tmp_path: Path, tracking_uri: str) -> None:
-    base = TINY_BASE.replace("max_epochs: 1, limit_train_batches: 2", "max_epochs: 4, limit_train_batches: 6")
+    # trials of a second or two, so that a kill can land inside one
+    slower = "max_epochs: 6, limit_train_batches: 40"
+    base = TINY_BASE.replace("max_epochs: 1, limit_train_batches: 2", slower)
     path = study_file(tmp_path, base + LR_SPACE + "pruner: none\ntrials: 3\n")
     storage = storage_url(tmp_path)
     command = [sys.executable, "-m", "cli", "tune", str(path), "--tracking-uri", tracking_uri]
     command += ["--storage", storage, "--data-dir", str(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    first = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the SIGKILL reaches all it started
-    )
-    client = client_for(tracking_uri)
-    killed = None
-    deadline = time.monotonic() + 120
-    study = experiment = None
-    while killed is None and time.monotonic() < deadline and first.poll() is None:
-        time.sleep(0.2)
-        experiment = experiment or client.get_experiment_by_name("tiny")
-        if experiment is None:  # the command creates the study before its experiment
-            continue
-        study = study or optuna.load_study(study_name="tiny", storage=open_storage(storage))
-        running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
-        if not (finished(study) >= 1 and running):
-            continue
-        live = client.search_runs(
-            [experiment.experiment_id], f"tags.`litbench.trial.number` = '{running[0]}'"
+    killed: set[int] = set()
+    for _ in range(5):  # a trial can end between the look and the kill: then start again and retry
+        first = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the SIGKILL reaches all it started
         )
-        if live and live[0].info.status == "RUNNING":
-            os.killpg(first.pid, signal.SIGKILL)
-            killed = running[0]
-    first.wait(timeout=30)
-    assert killed is not None, f"never saw a finished and a running trial: {first.stdout.read().decode()}"
+        deadline = time.monotonic() + 120
+        victim = None
+        while victim is None and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.05)
+            victim = _trial_in_flight(tracking_uri, storage)
+        if first.poll() is not None:
+            raise AssertionError(f"never saw a finished and a running trial: {first.stdout.read().decode()}")
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        if victim is not None and _trial_in_flight(tracking_uri, storage) == victim:
+            killed.add(victim)
+            break
+    assert killed, "five kills, none caught a trial in flight"
 
     again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -262,10 +284,12 @@ def test_sigkilled_tune_resumes_to_exactly_n_finished_trials(tmp_path: Path, tra
     states = numbers_by_state(study)
     numbers = [t.number for t in study.get_trials(deepcopy=False)]
     assert finished(study) == 3 and len(numbers) == len(set(numbers))
-    assert states[TrialState.FAIL] == [killed]
-    assert "orphaned" in study.trials[killed].user_attrs["litbench.failure"]
+    (victim,) = killed
+    assert states[TrialState.FAIL] == [victim]
+    assert "orphaned" in study.trials[victim].user_attrs["litbench.failure"]
+    client = client_for(tracking_uri)
     run = client.search_runs(
-        [client.get_experiment_by_name("tiny").experiment_id], f"tags.`litbench.trial.number` = '{killed}'"
+        [client.get_experiment_by_name("tiny").experiment_id], f"tags.`litbench.trial.number` = '{victim}'"
     )[0]
     assert run.info.status == "KILLED" and run.data.tags["litbench.trial.state"] == "failed"
 
