@@ -18,17 +18,19 @@ from torchmetrics import MetricCollection
 
 from lightning_modules.distillation import SoftTargets, distillation_loss
 from lightning_modules.metrics import TASK_METRICS, metric_collection, predictions
-from lightning_modules.optim import OptimizerFactory, ScheduleFactory, configure_optimizers
+from lightning_modules.optim import OptimizerFactory, ScheduleFactory
 from lightning_modules.regularization import LossOptions, checked_training_loss
+from lightning_modules.stepping import SteppingModule
 
 
-class ClassificationModule(lightning.LightningModule):
+class ClassificationModule(SteppingModule):
     """Cross-entropy training of ``network`` (logits of shape [B, num_classes]) on ``(x, y)`` batches,
     or mean-squared-error training when ``num_classes`` is 1.
 
-    Gradient clipping, early stopping and dropout are applied elsewhere (Trainer and architecture);
-    label smoothing and the L1 penalty act on the training loss here, L2 through the optimizer. A
-    distilled student (``distill_from``) trains on the distillation loss instead of cross-entropy.
+    Label smoothing and the L1 penalty act on the training loss here, L2 through the optimizer,
+    gradient clipping at the step (``SteppingModule``), dropout in the network and early stopping in
+    the Trainer. A distilled student (``distill_from``) trains on the distillation loss instead of
+    cross-entropy.
     """
 
     def __init__(
@@ -41,20 +43,21 @@ class ClassificationModule(lightning.LightningModule):
         metric: str = "acc",
         extra_metrics: tuple[str, ...] = (),
         test_stages: tuple[str, ...] = ("test",),
+        grad_clip: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, schedule, loss, grad_clip)
         if metric not in TASK_METRICS:
             raise ValueError(f"unknown task metric {metric!r}; known: {', '.join(TASK_METRICS.names())}")
         self.network = network
         self.num_classes = num_classes
-        self.optimizer_factory = optimizer
-        self.schedule_factory = schedule
-        self.loss_options = loss
         self.metric = metric
         self.regression = num_classes == 1
-        # Training loss and accuracy are running sums on the device, logged once an epoch: self.log()
-        # and a torchmetrics update() each cost more per step than a small network's forward pass.
-        self.register_buffer("_train_sums", torch.zeros(3), persistent=False)  # loss * n, correct, n
+        # Training loss and accuracy are running sums, logged once an epoch: self.log() and a torchmetrics
+        # update() each cost more per step than a small network's forward pass. The loss sum and the
+        # count are host floats (the finiteness check has read the loss already); only the count of
+        # correct predictions stays on the device, one in-place add a step.
+        self._train_loss_sum, self._train_count = 0.0, 0
+        self.register_buffer("_train_correct", torch.zeros(()), persistent=False)
         # one collection per evaluation stage: their running states must not mix
         names = (metric, *extra_metrics)
         self.val_metrics = metric_collection(names, num_classes)
@@ -83,7 +86,7 @@ class ClassificationModule(lightning.LightningModule):
         self.soft_targets = soft_targets
         self.register_buffer("_teacher_logits", soft_targets.logits.float(), persistent=False)
 
-    def training_step(self, batch: tuple[Any, ...], batch_idx: int) -> Tensor:
+    def training_loss(self, batch: tuple[Any, ...], batch_idx: int) -> Tensor:
         x, y, *index = batch
         logits = self.network(x)
         if self.soft_targets is None:
@@ -95,23 +98,32 @@ class ClassificationModule(lightning.LightningModule):
                 logits, teacher, y, options.temperature, options.alpha, self.loss_options.label_smoothing
             )
         loss, value = checked_training_loss(self, data_loss, self.loss_options.l1)
-        with torch.no_grad():
-            self._train_sums[0] += data_loss * len(y)
-            if not self.regression:
-                self._train_sums[1] += (logits.argmax(dim=1) == y).sum()
-            self._train_sums[2] += len(y)
-        self._log_step_loss(data_loss.item() if data_loss is not loss else value)
+        data_value = value if data_loss is loss else data_loss.item()
+        self._train_loss_sum += data_value * len(y)
+        self._train_count += len(y)
+        if not self.regression:
+            with torch.no_grad():
+                self._train_correct.add_((logits.argmax(dim=1) == y).sum())
+        self._log_step_loss(data_value)
         return loss
 
     def _log_step_loss(self, value: float) -> None:
         log_step_loss(self, value)
 
     def on_train_epoch_end(self) -> None:
-        loss_sum, correct, count = self.trainer.strategy.reduce(self._train_sums, reduce_op="sum")
+        sums = torch.stack(
+            (
+                torch.tensor(self._train_loss_sum, device=self.device),
+                self._train_correct.float(),
+                torch.tensor(float(self._train_count), device=self.device),
+            )
+        )
+        loss_sum, correct, count = self.trainer.strategy.reduce(sums, reduce_op="sum")
         self.log("train/loss", loss_sum / count.clamp_min(1))
         if not self.regression:  # accuracy is what a running sum gives cheaply; the dev metrics are exact
             self.log("train/acc", correct / count.clamp_min(1))
-        self._train_sums.zero_()
+        self._train_loss_sum, self._train_count = 0.0, 0
+        self._train_correct.zero_()
 
     def _evaluate(self, batch: tuple[Any, Tensor], stage: str, metrics: MetricCollection) -> Tensor:
         x, y = batch
@@ -151,11 +163,6 @@ class ClassificationModule(lightning.LightningModule):
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return predictions(self.network(x))
-
-    def configure_optimizers(self) -> Any:
-        return configure_optimizers(
-            self.trainer, self.network.named_parameters(), self.optimizer_factory, self.schedule_factory
-        )
 
 
 def log_step_loss(module: lightning.LightningModule, value: float) -> None:

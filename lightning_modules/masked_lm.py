@@ -13,9 +13,7 @@ run of any seed, is scored on the same masked positions of the same split.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
-import lightning
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -23,8 +21,9 @@ from torchmetrics import MeanMetric
 
 from lightning_modules.classification import log_step_loss
 from lightning_modules.masking import MaskedTokens, mask_tokens
-from lightning_modules.optim import OptimizerFactory, ScheduleFactory, configure_optimizers
+from lightning_modules.optim import OptimizerFactory, ScheduleFactory
 from lightning_modules.regularization import LossOptions, checked_training_loss
+from lightning_modules.stepping import SteppingModule
 
 EVAL_METRICS = (
     "loss",
@@ -40,7 +39,7 @@ def seeded_generator(device: torch.device, *parts: object) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(int.from_bytes(digest, "little") >> 1)
 
 
-class MaskedLMModule(lightning.LightningModule):
+class MaskedLMModule(SteppingModule):
     """Cross-entropy at BERT-masked positions of ``network`` (``network(batch, positions)`` gives the
     logits [N, vocab_size] at the N positions where ``positions`` is True).
 
@@ -58,15 +57,13 @@ class MaskedLMModule(lightning.LightningModule):
         mask_rate: float = 0.15,
         seed: int = 0,
         test_stages: tuple[str, ...] = ("test",),
+        grad_clip: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, schedule, loss, grad_clip)
         if not 0 < mask_rate <= 1:
             raise ValueError(f"mask_rate must be in (0, 1], got {mask_rate}")
         self.network = network
         self.vocab_size = vocab_size
-        self.optimizer_factory = optimizer
-        self.schedule_factory = schedule
-        self.loss_options = loss
         self.mask_rate = mask_rate
         self.seed = seed
         # running sums on the device, logged once an epoch (self.log per step costs more than it tells)
@@ -93,7 +90,7 @@ class MaskedLMModule(lightning.LightningModule):
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return self.network(batch)
 
-    def training_step(self, batch: tuple[dict[str, Tensor], Tensor], batch_idx: int) -> Tensor:
+    def training_loss(self, batch: tuple[dict[str, Tensor], Tensor], batch_idx: int) -> Tensor:
         inputs, _ = batch
         generator = seeded_generator(self.device, "train", self.seed, self.global_step, self.global_rank)
         logits, targets = self._predict(inputs, generator)
@@ -144,11 +141,6 @@ class MaskedLMModule(lightning.LightningModule):
         self, batch: tuple[dict[str, Tensor], Tensor], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         self._evaluate(batch[0], self.test_stages[dataloader_idx], dataloader_idx, batch_idx)
-
-    def configure_optimizers(self) -> Any:
-        return configure_optimizers(
-            self.trainer, self.network.named_parameters(), self.optimizer_factory, self.schedule_factory
-        )
 
 
 def _stage_metrics() -> nn.ModuleDict:

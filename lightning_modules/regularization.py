@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_modules.errors import NonFiniteLossError
+
 # Their weights scale activations rather than mix features; penalizing them fights the normalization.
 _NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm, nn.LocalResponseNorm)
 
@@ -60,8 +62,6 @@ def checked_training_loss(module, data_loss: Tensor, l1: float) -> tuple[Tensor,
     """The loss to step on (``data_loss`` plus ``l1`` times the L1 penalty of ``module.network``) and
     its value; a non-finite one raises NonFiniteLossError before backward, so the weights stay as they
     were when the run diverged."""
-    from lightning_modules.errors import NonFiniteLossError
-
     loss = data_loss + l1 * l1_penalty(module.network) if l1 > 0 else data_loss
     value = loss.item()
     if not math.isfinite(value):

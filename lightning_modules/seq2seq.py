@@ -15,15 +15,15 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import lightning
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_modules.classification import log_step_loss
 from lightning_modules.decoding import beam_search, greedy_decode
-from lightning_modules.optim import OptimizerFactory, ScheduleFactory, configure_optimizers
+from lightning_modules.optim import OptimizerFactory, ScheduleFactory
 from lightning_modules.regularization import LossOptions, checked_training_loss
+from lightning_modules.stepping import SteppingModule
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,15 @@ def corpus_scores(hypotheses: list[str], references: list[str]) -> dict[str, flo
     }
 
 
-class Seq2SeqModule(lightning.LightningModule):
+class Seq2SeqModule(SteppingModule):
     """Teacher-forced training of a seq2seq ``network`` on ``ParallelCorpusDataModule`` batches
     (dicts of ``src``, ``src_lengths``, ``tgt_in``, ``tgt_out``, ``tgt_lengths``, ``index``).
 
     ``detokenize`` turns target ids (no bos/eos) into text and ``references(split)`` gives the raw
     references, row ``i`` for batch index ``i``: the datamodule's ``decode`` and ``references``.
-    Gradient clipping, early stopping and dropout are applied elsewhere (Trainer and architecture);
-    label smoothing and the L1 penalty act on the training loss here, L2 through the optimizer.
+    Label smoothing and the L1 penalty act on the training loss here, L2 through the optimizer,
+    gradient clipping at the step (``SteppingModule``), dropout in the network and early stopping in
+    the Trainer.
 
     After each evaluation epoch ``hypotheses[stage]`` holds its ``(index, text)`` pairs in index order
     and ``samples[stage]`` the first ``samples`` ``(index, reference, hypothesis)`` triples.
@@ -76,8 +77,9 @@ class Seq2SeqModule(lightning.LightningModule):
         val_beam_size: int = 1,  # 1: greedy validation, cheap enough to run every epoch
         samples: int = 3,  # (index, reference, hypothesis) triples kept (and logged) per evaluation
         test_stages: tuple[str, ...] = ("test",),
+        grad_clip: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, schedule, loss, grad_clip)
         if not 0.0 <= teacher_forcing <= 1.0:
             raise ValueError(f"teacher_forcing must be in [0, 1]; got {teacher_forcing}")
         if beam_size < 1 or val_beam_size < 1:
@@ -89,9 +91,6 @@ class Seq2SeqModule(lightning.LightningModule):
                 f"max_len_ratio must be > 0 and max_len_extra >= 0; got {max_len_ratio}, {max_len_extra}"
             )
         self.network = network
-        self.optimizer_factory = optimizer
-        self.schedule_factory = schedule
-        self.loss_options = loss
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.detokenize = detokenize
         self.references = references
@@ -125,7 +124,7 @@ class Seq2SeqModule(lightning.LightningModule):
             label_smoothing=label_smoothing,
         )
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+    def training_loss(self, batch: Batch, batch_idx: int) -> Tensor:
         logits = self(batch["src"], batch["src_lengths"], batch["tgt_in"])
         data_loss = self._token_loss(logits, batch["tgt_out"], self.loss_options.label_smoothing)
         loss, value = checked_training_loss(self, data_loss, self.loss_options.l1)
@@ -256,8 +255,3 @@ class Seq2SeqModule(lightning.LightningModule):
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[str]:
         return self.decode(batch, self.beam_size)
-
-    def configure_optimizers(self) -> Any:
-        return configure_optimizers(
-            self.trainer, self.network.named_parameters(), self.optimizer_factory, self.schedule_factory
-        )

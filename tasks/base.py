@@ -36,6 +36,7 @@ class Training:
     optimizer: OptimizerFactory
     schedule: ScheduleFactory
     loss: LossOptions
+    grad_clip: float = 0.0  # the global gradient norm the module clips at each step; 0 disables
 
 
 class ArtifactSink(Protocol):

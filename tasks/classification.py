@@ -56,4 +56,5 @@ class Classification(TaskKind):
             metric=protocol.metric,
             extra_metrics=protocol.metrics,
             test_stages=self.test_stages(datamodule),
+            grad_clip=training.grad_clip,
         )

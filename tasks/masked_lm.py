@@ -75,6 +75,7 @@ class MaskedLM(TaskKind):
             mask_rate=datamodule.mask_rate,
             seed=datamodule.seed,
             test_stages=datamodule.eval_splits,
+            grad_clip=training.grad_clip,
         )
 
     def batch_size(self, batch: Any) -> int:

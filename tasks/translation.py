@@ -71,6 +71,7 @@ class Translation(TaskKind):
             detokenize=datamodule.decode,
             references=datamodule.references,
             sources=datamodule.sources,
+            grad_clip=training.grad_clip,
             teacher_forcing=decoding.teacher_forcing,
             beam_size=decoding.beam_size,
             length_penalty=decoding.length_penalty,

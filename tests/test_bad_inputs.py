@@ -9,292 +9,13 @@ field, file, flag or location at fault.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
 from cli import main
-
-REPO = Path(__file__).resolve().parents[1]
-STUDY = str(REPO / "experiments" / "studies" / "digits_lr.yaml")
-TINY = """seed: 0
-data: {name: digits, batch_size: 32}
-model: {name: mlp, hidden: [16]}
-optimizer: {name: adam, lr: 0.01}
-trainer: {max_epochs: 1, limit_train_batches: 2, limit_val_batches: 1, accelerator: cpu}
-tracking: {heatmaps: 0, log_checkpoint: false}
-"""
-TINY_GRID = "name: tiny\nbase:\n" + "".join(f"  {line}\n" for line in TINY.splitlines()) + "seeds: [0]\n"
-
-
-def closed_port() -> int:
-    """A local port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def spec_with(tmp: Path, old: str, new: str, name: str = "spec.yaml") -> str:
-    path = tmp / name
-    path.write_text(TINY.replace(old, new))
-    return str(path)
-
-
-def text_spec(tmp: Path, text: str | bytes, name: str = "spec.yaml") -> str:
-    path = tmp / name
-    path.write_bytes(text if isinstance(text, bytes) else text.encode())
-    return str(path)
-
-
-def grid_file(tmp: Path, text: str = TINY_GRID) -> str:
-    path = tmp / "tiny.yaml"
-    path.write_text(text)
-    return str(path)
-
-
-def a_file(tmp: Path) -> Path:
-    path = tmp / "plain-file"
-    path.write_text("not a folder")
-    return path
-
-
-# name -> (argv builder given tmp_path, a fragment the message must contain); "--tracking-uri STORE"
-# is appended to every command that takes it unless the case gives its own
-Case = tuple[Callable[[Path], list[str]], str]
-CASES: dict[str, Case] = {
-    # spec values
-    "batch size 0": (lambda t: ["run", spec_with(t, "batch_size: 32", "batch_size: 0")], "batch sizes"),
-    "batch size negative": (lambda t: ["run", spec_with(t, "batch_size: 32", "batch_size: -4")], "batch"),
-    "eval batch size 0": (
-        lambda t: ["run", spec_with(t, "batch_size: 32", "batch_size: 32, eval_batch_size: 0")],
-        "batch sizes",
-    ),
-    "val_fraction 1": (
-        lambda t: ["run", spec_with(t, "batch_size: 32", "batch_size: 32, val_fraction: 1.0")],
-        "val_fraction",
-    ),
-    "val_fraction negative": (
-        lambda t: ["run", spec_with(t, "batch_size: 32", "batch_size: 32, val_fraction: -0.1")],
-        "val_fraction",
-    ),
-    "train_subset 0": (
-        lambda t: ["run", spec_with(t, "batch_size: 32", "batch_size: 32, train_subset: 0")],
-        "train_subset",
-    ),
-    "batch size a word": (
-        lambda t: ["run", spec_with(t, "batch_size: 32", "batch_size: many")],
-        "batch_size",
-    ),
-    "lr negative": (lambda t: ["run", spec_with(t, "lr: 0.01", "lr: -0.01")], "lr"),
-    "lr a word": (lambda t: ["run", spec_with(t, "lr: 0.01", "lr: fast")], "lr"),
-    "unknown datamodule": (lambda t: ["run", spec_with(t, "name: digits", "name: digitz")], "digitz"),
-    "unknown model": (lambda t: ["run", spec_with(t, "name: mlp", "name: mpl")], "mpl"),
-    "unknown optimizer": (lambda t: ["run", spec_with(t, "name: adam", "name: adamm")], "adamm"),
-    "unknown model option": (lambda t: ["run", spec_with(t, "hidden: [16]", "hiden: [16]")], "hiden"),
-    "unknown section": (lambda t: ["run", spec_with(t, "optimizer:", "optimiser:")], "optimiser"),
-    "unknown trainer key": (
-        lambda t: ["run", spec_with(t, "max_epochs: 1", "max_epoch: 1")],
-        "max_epoch",
-    ),
-    "translation with augment": (
-        lambda t: [
-            "run",
-            text_spec(
-                t,
-                "data: {name: translation}\nmodel: {name: gru_attention}\nregularization: {augment: true}\n",
-            ),
-        ],
-        "augment",
-    ),
-    "masked LM with augment": (
-        lambda t: [
-            "run",
-            text_spec(
-                t, "data: {name: masked_text}\nmodel: {name: transformer}\nregularization: {augment: true}\n"
-            ),
-        ],
-        "augment",
-    ),
-    "mask rate 0": (
-        lambda t: [
-            "run",
-            text_spec(t, "data: {name: masked_text, mask_rate: 0.0}\nmodel: {name: transformer}\n"),
-        ],
-        "mask_rate",
-    ),
-    # spec files
-    "spec not UTF-8": (lambda t: ["run", text_spec(t, TINY.encode() + b"# caf\xe9\n")], "UTF-8"),
-    "spec not YAML": (lambda t: ["run", text_spec(t, "seed: [0\n")], "not valid YAML"),
-    "spec a list": (lambda t: ["run", text_spec(t, "- seed: 0\n")], "mapping"),
-    "spec missing": (lambda t: ["run", str(t / "nope.yaml")], "nope.yaml"),
-    "spec a folder": (lambda t: ["run", str(t)], "is a folder"),
-    # --set
-    "--set broken list": (
-        lambda t: ["run", text_spec(t, TINY), "--set", "optimizer.lr=[0.1"],
-        "optimizer.lr",
-    ),
-    "--set under a number": (
-        lambda t: ["run", text_spec(t, TINY), "--set", "trainer.max_epochs.x=1"],
-        "trainer.max_epochs.x",
-    ),
-    "--set without =": (lambda t: ["run", text_spec(t, TINY), "--set", "optimizer.lr"], "key=value"),
-    "--set unknown option": (lambda t: ["run", text_spec(t, TINY), "--set", "optimizer.warp=1"], "warp"),
-    "--set bad value": (lambda t: ["run", text_spec(t, TINY), "--set", "data.batch_size=0"], "batch sizes"),
-    # grids
-    "grid missing": (lambda t: ["grid", str(t / "none.yaml")], "none.yaml"),
-    "grid unknown key": (lambda t: ["grid", grid_file(t, TINY_GRID + "axis: {}\n")], "axis"),
-    "grid bad base value": (
-        lambda t: ["grid", grid_file(t, TINY_GRID.replace("batch_size: 32", "batch_size: 0"))],
-        "batch sizes",
-    ),
-    "grid --set broken": (lambda t: ["grid", grid_file(t), "--set", "seed=[1"], "seed"),
-    "grid dry-run, bad value": (
-        lambda t: ["grid", grid_file(t, TINY_GRID.replace("lr: 0.01", "lr: 0")), "--dry-run"],
-        "lr",
-    ),
-    # tracking stores
-    "store unknown scheme": (lambda t: ["ls", "--tracking-uri", "foo://bar"], "foo://bar"),
-    "store postgres closed port": (
-        lambda t: ["ls", "--tracking-uri", f"postgresql://127.0.0.1:{closed_port()}/test"],
-        "no database server answers",
-    ),
-    "store psycopg2 closed port": (
-        lambda t: ["ls", "--tracking-uri", f"postgresql+psycopg2://127.0.0.1:{closed_port()}/test"],
-        "127.0.0.1",
-    ),
-    "store mlflow server gone": (
-        lambda t: ["ls", "--tracking-uri", f"http://127.0.0.1:{closed_port()}/"],
-        "no `mlflow server` answers",
-    ),
-    "store driver missing": (lambda t: ["ls", "--tracking-uri", "mysql://127.0.0.1/x"], "MySQLdb"),
-    "store unknown driver": (lambda t: ["ls", "--tracking-uri", "postgresql+nodriver://h/x"], "nodriver"),
-    "store under a file": (
-        lambda t: ["ls", "--tracking-uri", f"sqlite:///{a_file(t) / 'mlflow.db'}"],
-        "is a file",
-    ),
-    "store is a folder": (lambda t: ["ls", "--tracking-uri", f"sqlite:///{t}"], "is a folder"),
-    "run into a bad store": (
-        lambda t: ["run", text_spec(t, TINY), "--tracking-uri", f"http://127.0.0.1:{closed_port()}"],
-        "mlflow server",
-    ),
-    "grid into a bad store": (lambda t: ["grid", grid_file(t), "--tracking-uri", "foo://bar"], "foo://bar"),
-    "report from a bad store": (lambda t: ["report", "tiny", "--tracking-uri", "foo://bar"], "foo://bar"),
-    # Optuna storages
-    "storage unknown scheme": (lambda t: ["tune", STUDY, "--storage", "redis://127.0.0.1/0"], "redis"),
-    "storage driver missing": (lambda t: ["tune", STUDY, "--storage", "mysql://127.0.0.1/x"], "MySQLdb"),
-    "storage closed port": (
-        lambda t: ["tune", STUDY, "--storage", f"postgresql://127.0.0.1:{closed_port()}/test"],
-        "no database server answers",
-    ),
-    "storage under a file": (
-        lambda t: ["tune", STUDY, "--storage", f"sqlite:///{a_file(t) / 'optuna.db'}"],
-        "is a file",
-    ),
-    "journal under a file": (
-        lambda t: ["tune", STUDY, "--storage", str(a_file(t) / "study.journal")],
-        "is a file",
-    ),
-    "storage neither": (lambda t: ["tune", STUDY, "--storage", "optuna.txt"], "optuna.txt"),
-    # more spec values
-    "max_epochs 0": (lambda t: ["run", spec_with(t, "max_epochs: 1", "max_epochs: 0")], "max_epochs"),
-    "max_epochs negative": (lambda t: ["run", spec_with(t, "max_epochs: 1", "max_epochs: -3")], "max_epochs"),
-    "dropout 1.5": (
-        lambda t: ["run", spec_with(t, "tracking:", "regularization: {dropout: 1.5}\ntracking:")],
-        "dropout",
-    ),
-    "label smoothing negative": (
-        lambda t: ["run", spec_with(t, "tracking:", "regularization: {label_smoothing: -0.1}\ntracking:")],
-        "label_smoothing",
-    ),
-    "unknown schedule": (
-        lambda t: ["run", spec_with(t, "tracking:", "schedule: {name: cosinee}\ntracking:")],
-        "cosinee",
-    ),
-    "unknown precision": (
-        lambda t: ["run", spec_with(t, "accelerator: cpu", "accelerator: cpu, precision: '17'")],
-        "precision",
-    ),
-    "unknown accelerator": (
-        lambda t: ["run", spec_with(t, "accelerator: cpu", "accelerator: tpuu")],
-        "accelerator",
-    ),
-    "heatmaps negative": (lambda t: ["run", spec_with(t, "heatmaps: 0", "heatmaps: -1")], "heatmaps"),
-    "seed a word": (lambda t: ["run", spec_with(t, "seed: 0", "seed: zero")], "seed"),
-    "hidden a word": (lambda t: ["run", spec_with(t, "hidden: [16]", "hidden: wide")], "hidden"),
-    "model for other data": (
-        lambda t: ["run", spec_with(t, "name: mlp, hidden: [16]", "name: gru_attention")],
-        "gru_attention",
-    ),
-    # flags
-    "--workers 0": (lambda t: ["grid", grid_file(t), "--workers", "0"], "--workers"),
-    "--runs-per-gpu 0": (lambda t: ["grid", grid_file(t), "--runs-per-gpu", "0"], "--runs-per-gpu"),
-    "--workers a word": (lambda t: ["grid", grid_file(t), "--workers", "two"], "--workers"),
-    "unknown executor": (lambda t: ["grid", grid_file(t), "--executor", "slurm"], "--executor"),
-    "--trials 0": (lambda t: ["tune", STUDY, "--trials", "0"], "--trials"),
-    # more grids
-    "grid unknown axis field": (
-        lambda t: ["grid", grid_file(t, TINY_GRID + "axes:\n  optimizer.lrr: [0.1, 0.01]\n")],
-        "lrr",
-    ),
-    "grid axis not a list": (
-        lambda t: ["grid", grid_file(t, TINY_GRID + "axes:\n  optimizer.lr: 0.1\n")],
-        "optimizer.lr",
-    ),
-    "grid seeds a word": (
-        lambda t: ["grid", grid_file(t, TINY_GRID.replace("seeds: [0]", "seeds: many"))],
-        "seeds",
-    ),
-    "grid not YAML": (lambda t: ["grid", grid_file(t, "name: [x\n")], "not valid YAML"),
-    "grid zip of unequal lengths": (
-        lambda t: [
-            "grid",
-            grid_file(t, TINY_GRID + "zip:\n  - {optimizer.lr: [0.1, 0.01], trainer.max_epochs: [1]}\n"),
-        ],
-        "zip",
-    ),
-    # studies
-    "study missing": (lambda t: ["tune", str(t / "nostudy.yaml")], "nostudy.yaml"),
-    "study unknown key": (
-        lambda t: ["tune", text_spec(t, Path(STUDY).read_text() + "samplerr: {}\n", "study.yaml")],
-        "samplerr",
-    ),
-    "study low above high": (
-        lambda t: [
-            "tune",
-            text_spec(
-                t,
-                Path(STUDY).read_text().replace("low: 1.0e-4, high: 0.3", "low: 0.3, high: 1.0e-4"),
-                "s.yaml",
-            ),
-        ],
-        "low",
-    ),
-    "study unknown objective": (
-        lambda t: [
-            "tune",
-            text_spec(
-                t, Path(STUDY).read_text().replace("objective: val/acc", "objective: val/acc2"), "s.yaml"
-            ),
-        ],
-        "val/acc2",
-    ),
-    "study unknown space field": (
-        lambda t: [
-            "tune",
-            text_spec(
-                t, Path(STUDY).read_text().replace("optimizer.lr: {type", "optimizer.lrr: {type"), "s.yaml"
-            ),
-        ],
-        "lrr",
-    ),
-    # reports and listings
-    "report from no store": (lambda t: ["report", "no-such-grid"], "no tracking store"),
-    "ls from no store": (lambda t: ["ls", "no-such-experiment"], "no tracking store"),
-    # run ids
-    "predict unknown run": (lambda t: ["predict", "0123456789abcdef0123456789abcdef"], "0123456789abcdef"),
-}
+from tests.bad_input_cases import CASES, REPO, TINY, TINY_GRID, Case, closed_port, grid_file, text_spec
 
 
 def store_state(uri: str) -> tuple | None:
@@ -468,7 +189,10 @@ def _bad_weights(kind: str, path: Path, marker: Path) -> None:
         torch.save({"net.0.weight": torch.zeros(3, 3)}, path)
 
 
-@pytest.mark.parametrize("kind", ["random bytes", "truncated", "runs code", "a tensor", "another model"])
+BAD_WEIGHTS = ["random bytes", "truncated", "runs code", "a tensor", "another model"]
+
+
+@pytest.mark.parametrize("kind", BAD_WEIGHTS)
 def test_weights_that_cannot_be_loaded_are_one_clear_error(kind, tmp_path, tracking_uri, capsys) -> None:
     """A checkpoint (model.init_from) whose weights.pt is not loadable: exit 2 naming the file and
     why, nothing tracked, and nothing in it executed."""
@@ -487,6 +211,54 @@ def test_weights_that_cannot_be_loaded_are_one_clear_error(kind, tmp_path, track
     assert str(checkpoint / "weights.pt") in output or "init_from" in output
     assert not marker.exists()
     assert store_state(tracking_uri) == before
+
+
+@pytest.fixture(scope="module")
+def run_with_weights(tmp_path_factory) -> tuple[str, str, Path]:
+    """A store holding one FINISHED run with its weights: (tracking URI, run id, the weights.pt the
+    store keeps for it, which a case overwrites as a hostile or careless user would)."""
+    root = tmp_path_factory.mktemp("weights-store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    spec = text_spec(root, TINY.replace("log_checkpoint: false", "log_checkpoint: true"), "good.yaml")
+    assert main(["run", spec, "--tracking-uri", uri]) == 0
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("good").experiment_id])
+    stored = Path(run.info.artifact_uri.removeprefix("file://")) / "model" / "weights.pt"
+    assert stored.is_file()
+    return uri, run.info.run_id, stored
+
+
+@pytest.mark.parametrize("kind", BAD_WEIGHTS)
+@pytest.mark.parametrize("command", ["predict", "translate", "translate a checkpoint"])
+def test_predict_and_translate_refuse_weights_that_cannot_be_loaded(
+    command, kind, run_with_weights, tmp_path, capsys
+) -> None:
+    """`litbench predict RUN_ID` and `litbench translate RUN_ID|CHECKPOINT` when the run's weights in
+    the store (or the checkpoint's on disk) were overwritten: exit 2 naming the file and why, nothing
+    in it executed, nothing written to the store."""
+    uri, run_id, stored = run_with_weights
+    marker = tmp_path / "code-ran"
+    if command == "translate a checkpoint":
+        target = tmp_path / "checkpoint"
+        target.mkdir()
+        (target / "spec.yaml").write_text(TINY)
+        weights, argv = target / "weights.pt", ["translate", str(target)]
+    else:
+        weights, argv = stored, [command, run_id]
+    _bad_weights(kind, weights, marker)
+    if command.startswith("translate"):
+        sentences = tmp_path / "sentences.txt"
+        sentences.write_text("ein Satz\n")
+        argv.append(str(sentences))
+    before = store_state(uri)
+    code = main([*argv, "--tracking-uri", uri, "--data-dir", str(tmp_path)])
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    assert code == 2, output
+    assert "Traceback" not in output
+    assert "weights.pt" in output and ("cannot" in output or "not a state dict" in output), output
+    assert not marker.exists()
+    assert store_state(uri) == before
 
 
 @pytest.mark.parametrize("command", [["ls"], ["grid", "GRID"]])

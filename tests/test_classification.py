@@ -48,6 +48,7 @@ def _module(
         OptimizerSpec.model_validate(optimizer or {"name": "adam", "lr": 0.02}).factory(reg.l2),
         ScheduleSpec.model_validate(schedule or {"name": "none"}).factory(),
         reg.loss_options(),
+        grad_clip=reg.grad_clip,
     )
 
 
@@ -154,10 +155,31 @@ def test_warmup_in_a_fit_starts_small() -> None:
     assert seen[1] < seen[2] < seen[3] == pytest.approx(0.02)  # warm-up spans the 3 steps of epoch 1
 
 
+def _global_norm(tensors) -> float:
+    return torch.linalg.vector_norm(torch.stack([t.norm() for t in tensors])).item()
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.05])
+def test_a_fit_step_moves_the_weights_by_the_clipped_gradient(clip: float) -> None:
+    """Plain SGD at lr 1 moves the weights by exactly the gradient; with grad_clip by the gradient
+    scaled to that global norm (the module steps its optimizer itself, so it clips itself)."""
+    data = _dataset(16, seed=1)
+    module = _module(optimizer={"name": "sgd", "lr": 1.0}, grad_clip=clip)
+    x, y = _full_batch(data)
+    F.cross_entropy(module.network(x), y).backward()
+    gradient = _global_norm([p.grad for p in module.network.parameters()])
+    module.zero_grad()
+    before = [p.detach().clone() for p in module.network.parameters()]
+    _trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0).fit(module, _loader(data))
+    moved = _global_norm([p.detach() - b for p, b in zip(module.network.parameters(), before, strict=True)])
+    assert moved == pytest.approx(min(gradient, clip) if clip else gradient, rel=1e-4)
+    assert clip == 0 or gradient > 2 * clip  # the clip did act
+
+
 def _training_loss(module: ClassificationModule, batch) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # self.log outside a Trainer warns and does nothing
-        return module.training_step(batch, 0)
+        return module.training_loss(batch, 0)
 
 
 def test_label_smoothing_matches_functional_cross_entropy() -> None:

@@ -237,7 +237,7 @@ def test_label_smoothing_changes_the_training_loss_not_the_validation_loss(dm) -
     batch = next(iter(dm.val_dataloader()))
     plain = make_module(dm)
     smoothed = make_module(dm, label_smoothing=0.2)  # same seed: same weights
-    assert plain.training_step(batch, 0).item() != pytest.approx(smoothed.training_step(batch, 0).item())
+    assert plain.training_loss(batch, 0).item() != pytest.approx(smoothed.training_loss(batch, 0).item())
     assert plain.validation_step(batch, 0).item() == pytest.approx(smoothed.validation_step(batch, 0).item())
 
 

@@ -33,6 +33,7 @@ class BufferedMLFlowLogger(MLFlowLogger):
         # and ending the run does not wait for MLflow's queue thread, which polls once a second.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="litbench-metrics")
         self._pending: list[Future] = []  # batches handed to the writer, not yet known to be written
+        self._keys: dict[str, str] = {}  # each metric name as MLflow accepts it (a step logs the same few)
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -40,7 +41,7 @@ class BufferedMLFlowLogger(MLFlowLogger):
         for key, value in metrics.items():
             if isinstance(value, str):
                 continue
-            key = _INVALID_KEY_CHARS.sub("", key)
+            key = self._keys.get(key) or self._keys.setdefault(key, _INVALID_KEY_CHARS.sub("", key))
             self._buffer.append(Metric(key=key, value=float(value), timestamp=timestamp_ms, step=step or 0))
         if len(self._buffer) >= self.flush_every:
             self.flush()

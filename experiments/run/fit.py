@@ -17,7 +17,8 @@ from experiments.specs import RunSpec
 
 
 def build_trainer(spec: RunSpec, callbacks: list, logger: Any, root_dir: str) -> L.Trainer:
-    reg = spec.regularization
+    """The Trainer of ``spec``; gradient clipping is not the Trainer's but the task module's
+    (``lightning_modules.stepping``), which takes its own optimizer steps."""
     return L.Trainer(
         max_epochs=spec.trainer.max_epochs,
         max_time=None if spec.trainer.max_minutes is None else timedelta(minutes=spec.trainer.max_minutes),
@@ -29,8 +30,6 @@ def build_trainer(spec: RunSpec, callbacks: list, logger: Any, root_dir: str) ->
         limit_val_batches=spec.trainer.limit_val_batches,
         limit_test_batches=spec.trainer.limit_test_batches,
         deterministic=spec.trainer.deterministic,
-        gradient_clip_val=reg.grad_clip or None,
-        gradient_clip_algorithm="norm",
         log_every_n_steps=spec.tracking.log_every_n_steps,
         num_sanity_val_steps=0,
         # Our loaders shard themselves across ranks; Lightning's sampler injection needs a DataLoader.

@@ -27,6 +27,7 @@ def training_of(spec: RunSpec) -> Training:
         optimizer=spec.optimizer.factory(weight_decay=spec.regularization.l2),
         schedule=spec.schedule.factory(),
         loss=spec.regularization.loss_options(),
+        grad_clip=spec.regularization.grad_clip,
     )
 
 
