@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from core.errors import InputError
+    from experiments.environment import quiet_libraries
+
+    quiet_libraries()  # before any command starts a process or imports MLflow: the workers inherit it
 
     try:
         from core.plugins import load_plugins

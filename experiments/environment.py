@@ -15,6 +15,10 @@ def launched_rank() -> int:
 def quiet_libraries() -> None:
     """Lightning and MLflow announce a lot per run; a grid of dozens of runs needs only our lines."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is first imported
+    # MLflow 3 reports usage over the network from threads of every process that tracks (and waits
+    # for its telemetry config first); litbench runs offline and sends nothing unless the user opts in
+    # with MLFLOW_DISABLE_TELEMETRY=false. Set before the fork server starts, so every worker has it.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     for name in ("lightning.pytorch", "lightning.fabric", "lightning", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")

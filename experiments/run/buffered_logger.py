@@ -13,7 +13,6 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from lightning.pytorch import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from mlflow.entities import Metric
@@ -58,6 +57,13 @@ class BufferedMLFlowLogger(MLFlowLogger):
             )
 
     @rank_zero_only
+    def save(self) -> None:
+        """Lightning calls this right after it logs a stage's epoch metrics (train, val, test): the
+        values buffered so far go out then, so a live UI sees whole epochs. No callback is needed for
+        it, and a callback costs a few hook calls at every step."""
+        self.flush()
+
+    @rank_zero_only
     def wait(self) -> None:
         """Flush and block until every value is in the store (raises if a write failed)."""
         self.flush()
@@ -70,25 +76,3 @@ class BufferedMLFlowLogger(MLFlowLogger):
         # Only write out: the runner sets FINISHED or FAILED once the whole run (test included) is done.
         if self._initialized:
             self.wait()
-
-
-class FlushMetricsAtEpochEnd(Callback):
-    """Writes the buffered metrics at every epoch boundary, so a live UI sees whole epochs."""
-
-    def _flush(self, trainer) -> None:
-        for logger in trainer.loggers:
-            if isinstance(logger, BufferedMLFlowLogger):
-                logger.flush()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._flush(trainer)
-
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking:
-            self._flush(trainer)
-
-    def on_test_epoch_end(self, trainer, pl_module) -> None:
-        self._flush(trainer)
-
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        self._flush(trainer)

@@ -10,7 +10,6 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from experiments.run.buffered_logger import FlushMetricsAtEpochEnd
 from experiments.run.clock import BenchmarkClock
 from experiments.run.prepare import Prepared
 from experiments.specs import RunSpec
@@ -67,7 +66,7 @@ def fit_and_test(
         save_weights_only=True,
         enable_version_counter=False,
     )
-    callbacks = [clock, best, FlushMetricsAtEpochEnd(), *extra_callbacks]
+    callbacks = [clock, best, *extra_callbacks]
     if spec.regularization.early_stopping:
         patience = spec.regularization.early_stopping
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=patience))
