@@ -25,6 +25,7 @@ from core.metrics import TaskProtocol, declare
 from core.registry import Registry
 from core.store import client_for
 from datamodules import DATAMODULES
+from experiments.specs import validate_run_spec
 from lightning_modules.optim import configure_optimizers
 from tasks import TaskKind, register_task
 
@@ -217,3 +218,25 @@ def test_a_plugin_named_in_the_environment_is_loaded_by_the_command(tmp_path: Pa
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2
     assert "plugin module 'no_such_plugin'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_grad_clip_reaches_a_plugin_module_that_leaves_its_steps_to_lightning(tmp_path: Path) -> None:
+    """litbench's own modules clip in their own step; a plugin's automatic-optimization module gets
+    regularization.grad_clip from the Trainer, so the spec field means the same for both."""
+    from experiments.run.fit import build_trainer
+    from experiments.run.prepare import prepare
+
+    spec = validate_run_spec(
+        {
+            "data": {"name": "toy_regression"},
+            "model": {"name": "toy_linear"},
+            "regularization": {"grad_clip": 0.5},
+            "trainer": {"accelerator": "cpu"},
+        }
+    )
+    prepared = prepare(spec, tmp_path)
+    assert prepared.module.automatic_optimization  # the plugin's RegressionModule
+    plugin = build_trainer(spec, [], False, str(tmp_path), prepared.module.automatic_optimization)
+    assert (plugin.gradient_clip_val, plugin.gradient_clip_algorithm) == (0.5, "norm")
+    ours = build_trainer(spec, [], False, str(tmp_path), automatic_optimization=False)
+    assert ours.gradient_clip_val is None

@@ -15,9 +15,13 @@ from experiments.run.prepare import Prepared
 from experiments.specs import RunSpec
 
 
-def build_trainer(spec: RunSpec, callbacks: list, logger: Any, root_dir: str) -> L.Trainer:
-    """The Trainer of ``spec``; gradient clipping is not the Trainer's but the task module's
-    (``lightning_modules.stepping``), which takes its own optimizer steps."""
+def build_trainer(
+    spec: RunSpec, callbacks: list, logger: Any, root_dir: str, automatic_optimization: bool = False
+) -> L.Trainer:
+    """The Trainer of ``spec``. litbench's task modules step their optimizer themselves and clip their
+    own gradients (``lightning_modules.stepping``); a plugin's module that leaves the steps to
+    Lightning (``automatic_optimization``) gets ``regularization.grad_clip`` from the Trainer."""
+    clip = spec.regularization.grad_clip if automatic_optimization else 0.0
     return L.Trainer(
         max_epochs=spec.trainer.max_epochs,
         max_time=None if spec.trainer.max_minutes is None else timedelta(minutes=spec.trainer.max_minutes),
@@ -29,6 +33,8 @@ def build_trainer(spec: RunSpec, callbacks: list, logger: Any, root_dir: str) ->
         limit_val_batches=spec.trainer.limit_val_batches,
         limit_test_batches=spec.trainer.limit_test_batches,
         deterministic=spec.trainer.deterministic,
+        gradient_clip_val=clip or None,
+        gradient_clip_algorithm="norm",
         log_every_n_steps=spec.tracking.log_every_n_steps,
         num_sanity_val_steps=0,
         # Our loaders shard themselves across ranks; Lightning's sampler injection needs a DataLoader.
@@ -70,7 +76,7 @@ def fit_and_test(
     if spec.regularization.early_stopping:
         patience = spec.regularization.early_stopping
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=patience))
-    trainer = build_trainer(spec, callbacks, logger, workdir)
+    trainer = build_trainer(spec, callbacks, logger, workdir, prepared.module.automatic_optimization)
     trainer.fit(prepared.module, datamodule=prepared.datamodule)
     if after_fit is not None:
         trainer.strategy.barrier("litbench-after-fit")  # what rank 0 wrote during fit is in place
