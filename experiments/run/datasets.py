@@ -10,6 +10,7 @@ and any change to the files, the split seed or the subset makes a new one. The s
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING
 
 from core.datasets import DataSplit
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from experiments.run.prepare import Prepared
 
 CONTEXT_TAG = "mlflow.data.context"  # mlflow.utils.mlflow_tags.MLFLOW_DATASET_CONTEXT
+# What PostgreSQL (through `mlflow server` or directly) and SQLite say when a dataset's key is taken.
+DATASET_KEY_TAKEN = ("dataset_pk", "UNIQUE constraint failed: datasets.")
+LOG_ATTEMPTS = 3
 
 
 def run_splits(prepared: Prepared) -> dict[str, DataSplit]:
@@ -32,8 +36,14 @@ def dataset_name(split: str, data: DataSplit) -> str:
 
 
 def log_dataset_inputs(client: MlflowClient, run_id: str, splits: dict[str, DataSplit]) -> None:
-    """One dataset input per split, all in one ``log_inputs`` call."""
+    """One dataset input per split, all in one ``log_inputs`` call.
+
+    MLflow's store looks a dataset up and inserts it when it is new, in two statements: two runs that
+    log the same new dataset at once (two seeds of a grid starting together) both insert it, and the
+    second insert violates the dataset's key. Its transaction is rolled back whole, so the call is
+    made again: the dataset is found then, and only linked to this run."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
 
     inputs = [
         DatasetInput(
@@ -48,4 +58,11 @@ def log_dataset_inputs(client: MlflowClient, run_id: str, splits: dict[str, Data
         )
         for split, data in splits.items()
     ]
-    client.log_inputs(run_id, datasets=inputs)
+    for attempt in range(1, LOG_ATTEMPTS + 1):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as err:
+            if attempt == LOG_ATTEMPTS or not any(sign in str(err) for sign in DATASET_KEY_TAKEN):
+                raise
+            time.sleep(0.1 * attempt)
