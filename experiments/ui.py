@@ -96,7 +96,9 @@ def serve(tracking_uri: str, port: int, ready: Callable[[str], None], host: str 
             "`litbench ui` serves a local store (SQLite or a database URI)"
         )
     server = subprocess.Popen(server_command(tracking_uri, port, host), start_new_session=True)
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGINT too: a shell starts a background job (`litbench ui ... &`) with SIGINT ignored
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in stops}
     url = f"http://{host}:{port}"
     try:
         wait_until_healthy(url, server)
@@ -106,4 +108,5 @@ def serve(tracking_uri: str, port: int, ready: Callable[[str], None], host: str 
         return 0
     finally:
         stop(server)
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

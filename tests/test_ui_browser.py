@@ -58,6 +58,8 @@ def served_grid(tmp_path: Path, tracking_uri: str):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # as a shell starts a background job (`litbench ui GRID &`): Ctrl-C must stop it all the same
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     base = f"http://127.0.0.1:{port}"
     lines: list[str] = []
@@ -68,8 +70,8 @@ def served_grid(tmp_path: Path, tracking_uri: str):
         yield base, lines
     finally:
         ui.send_signal(signal.SIGINT)
-        ui.communicate(timeout=60)
-    assert ui.returncode == 0
+        output = ui.communicate(timeout=60)[0]
+    assert ui.returncode == 0, output
 
 
 def test_the_printed_url_shows_the_runs_with_their_dataset_and_model(
