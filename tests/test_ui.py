@@ -26,6 +26,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _command_line(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def _descendants(pid: int) -> set[int]:
     """Every live process below ``pid``, from /proc (children of children included)."""
     parents: dict[int, int] = {}
@@ -86,6 +93,8 @@ def test_ui_serves_every_run_over_rest_and_stops_all_its_processes(tracking_uri:
             raise AssertionError("litbench ui did not answer within 120 s")
         server_processes = _descendants(ui.pid)
         assert server_processes, "litbench ui started no server process"
+        commands = [_command_line(pid) for pid in server_processes]
+        assert not [c for c in commands if "_job_runner" in c or "huey" in c], commands  # GenAI jobs: off
 
         experiment = _post(f"{url}/api/2.0/mlflow/experiments/search", {"max_results": 100})
         by_name = {e["name"]: e["experiment_id"] for e in experiment["experiments"]}
