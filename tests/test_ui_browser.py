@@ -100,9 +100,10 @@ def test_the_printed_url_shows_the_runs_with_their_dataset_and_model(
     assert all(m in text for m in models), f"the models {models} are not all shown"
 
     # a browser that never chose a view, opening the experiment from the list, lands on the runs too
-    browser.get(f"{base}/")
-    browser.execute_script("window.localStorage.clear()")
-    browser.get(f"{base}/?fresh=1#/experiments")  # a new document: the page starts as a first visit's
+    # cleared from outside the page: a live page that sees its storage cleared opens the assistant
+    browser.get("about:blank")
+    browser.execute_cdp_cmd("Storage.clearDataForOrigin", {"origin": base, "storageTypes": "local_storage"})
+    browser.get(f"{base}/#/experiments")  # the page starts as a first visit's
     assert browser.execute_script("return window.localStorage.getItem('mlflow.workflowType_v1')")
     wait_for(browser, lambda t: "ui_tiny" in t, "the experiment list")
     from selenium.webdriver.common.by import By
@@ -126,5 +127,7 @@ def test_the_printed_url_shows_the_runs_with_their_dataset_and_model(
         "the parallel-coordinates plot",
     )
     browser.save_screenshot(str(shots / "compare_view.png"))
+    shown = browser.find_element(By.TAG_NAME, "body").text
+    assert "Ask questions about your experiments" not in shown, "the AI assistant's panel opened itself"
     plotted = text.split("Parameters:", 1)[1].split("Metrics:", 1)[0]
     assert "axis/optimizer" in plotted, f"the parallel-coordinates plot starts on {plotted!r}"
