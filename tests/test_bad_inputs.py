@@ -282,3 +282,21 @@ def test_a_tracking_server_that_accepts_but_never_answers_is_reported_within_sec
     assert elapsed < 15
     assert "did not answer" in captured.err and uri in captured.err
     assert "Traceback" not in captured.out + captured.err
+
+
+@pytest.mark.parametrize("command", [["ls"], ["grid", "GRID"]])
+def test_a_tracking_server_that_is_gone_is_reported_within_seconds(command, tmp_path, capsys) -> None:
+    """No server on the port at all (stopped, crashed): one clear error within 15 s from `ls` and from
+    `grid`, not MLflow's minutes of connection retries."""
+    import time
+
+    uri = f"http://127.0.0.1:{closed_port()}"
+    argv = [grid_file(tmp_path) if part == "GRID" else part for part in command]
+    start = time.monotonic()
+    code = main([*argv, "--tracking-uri", uri])
+    elapsed = time.monotonic() - start
+    captured = capsys.readouterr()
+    assert code == 2, captured.out + captured.err
+    assert elapsed < 15
+    assert "no `mlflow server` answers" in captured.err and uri in captured.err
+    assert "Traceback" not in captured.out + captured.err
