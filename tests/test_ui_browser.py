@@ -51,15 +51,25 @@ def served_grid(tmp_path: Path, tracking_uri: str):
     grid.write_text(GRID)
     assert main(["grid", str(grid), "--tracking-uri", tracking_uri]) == 0
     port = _free_port()
-    command = [sys.executable, "-m", "cli", "ui", str(grid), "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "cli",
+        "ui",
+        str(grid),
+        "--port",
+        str(port),
+        "--tracking-uri",
+        tracking_uri,
+    ]
+    # started with SIGINT ignored, as a shell starts a background job (`litbench ui GRID &`): the
+    # ignore survives the exec, and Ctrl-C must stop the ui all the same
     ui = subprocess.Popen(
-        [*command, "--tracking-uri", tracking_uri],
+        ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command],
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        # as a shell starts a background job (`litbench ui GRID &`): Ctrl-C must stop it all the same
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     base = f"http://127.0.0.1:{port}"
     lines: list[str] = []
