@@ -8,7 +8,9 @@ field, file, flag or location at fault.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -261,18 +263,34 @@ def test_predict_and_translate_refuse_weights_that_cannot_be_loaded(
     assert store_state(uri) == before
 
 
-@pytest.mark.parametrize("command", [["ls"], ["grid", "GRID"]])
-def test_a_tracking_server_that_accepts_but_never_answers_is_reported_within_seconds(
-    command, tmp_path, capsys
-) -> None:
-    """A server that takes the connection and says nothing (hung, overloaded): one clear error within
-    15 s, from `ls` and from `grid`, not MLflow's minutes of retries."""
-    import time
-
+@contextlib.contextmanager
+def _silent_server() -> Iterator[str]:
+    """A server that takes the connection and says nothing (hung, overloaded); yields its URL."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)  # the kernel completes the handshakes; nobody ever reads or answers
-        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        yield f"http://127.0.0.1:{silent.getsockname()[1]}"
+
+
+@contextlib.contextmanager
+def _gone_server() -> Iterator[str]:
+    """No server on the port at all (stopped, crashed); yields its URL."""
+    yield f"http://127.0.0.1:{closed_port()}"
+
+
+@pytest.mark.parametrize("command", [["ls"], ["grid", "GRID"]])
+@pytest.mark.parametrize(
+    ("server", "message"),
+    [(_silent_server, "did not answer"), (_gone_server, "no `mlflow server` answers")],
+    ids=["never answers", "gone"],
+)
+def test_a_tracking_server_that_is_silent_or_gone_is_reported_within_seconds(
+    server, message, command, tmp_path, capsys
+) -> None:
+    """One clear error within 15 s, from `ls` and from `grid`, not MLflow's minutes of retries."""
+    import time
+
+    with server() as uri:
         argv = [grid_file(tmp_path) if part == "GRID" else part for part in command]
         start = time.monotonic()
         code = main([*argv, "--tracking-uri", uri])
@@ -280,23 +298,5 @@ def test_a_tracking_server_that_accepts_but_never_answers_is_reported_within_sec
     captured = capsys.readouterr()
     assert code == 2, captured.out + captured.err
     assert elapsed < 15
-    assert "did not answer" in captured.err and uri in captured.err
-    assert "Traceback" not in captured.out + captured.err
-
-
-@pytest.mark.parametrize("command", [["ls"], ["grid", "GRID"]])
-def test_a_tracking_server_that_is_gone_is_reported_within_seconds(command, tmp_path, capsys) -> None:
-    """No server on the port at all (stopped, crashed): one clear error within 15 s from `ls` and from
-    `grid`, not MLflow's minutes of connection retries."""
-    import time
-
-    uri = f"http://127.0.0.1:{closed_port()}"
-    argv = [grid_file(tmp_path) if part == "GRID" else part for part in command]
-    start = time.monotonic()
-    code = main([*argv, "--tracking-uri", uri])
-    elapsed = time.monotonic() - start
-    captured = capsys.readouterr()
-    assert code == 2, captured.out + captured.err
-    assert elapsed < 15
-    assert "no `mlflow server` answers" in captured.err and uri in captured.err
+    assert message in captured.err and uri in captured.err
     assert "Traceback" not in captured.out + captured.err
